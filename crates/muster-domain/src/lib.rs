@@ -1,0 +1,23 @@
+//! muster's domain: assets, labels, organizations, permissions and events, with their rules.
+//!
+//! No I/O lives here: no database, no HTTP, no clock. Everything is a value and a function that
+//! tests can call directly.
+
+pub mod access;
+pub mod agent;
+pub mod asset;
+pub mod event;
+pub mod health;
+pub mod identity;
+pub mod input;
+pub mod label;
+pub mod validation;
+
+pub use access::{Access, Action, Grant, Permission, Visibility};
+pub use agent::{Agent, AgentStatus, EnrollmentToken};
+pub use asset::{Asset, AssetSpec, AssetStatus, AssetType, Health, IpAddress};
+pub use event::{Actor, ActorKind, Event, Severity};
+pub use health::HealthCheckConfig;
+pub use identity::{ApiToken, Organization, OrganizationStatus, User};
+pub use label::{LabelSelector, Labels};
+pub use validation::{FieldError, FieldErrors};

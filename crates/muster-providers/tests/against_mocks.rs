@@ -1,0 +1,684 @@
+//! The provider clients against the local Hetzner Cloud and Robot mocks (loopback only).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use muster_mocks::fixtures::{self, CLOUD_ID_BASE, ROBOT_NUMBER_BASE};
+use muster_mocks::{HcloudMock, RetryAfter, RobotMock, ServerHandle, spawn_hcloud, spawn_robot};
+use muster_providers::hcloud::{
+    CreateLoadBalancer, LbAlgorithm, LbHealthCheck, LbService, LbTarget, LbTargetServer,
+};
+use muster_providers::{
+    AssetStatus, AssetType, HcloudClient, HetznerCloudProvider, HetznerRobotProvider, Provider,
+    ProviderError, ProviderSettings, RetryPolicy, RobotClient, factory,
+};
+
+/// Short waits so that retries cost milliseconds; the rules are the defaults' rules.
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(100),
+        max_retry_after: Duration::from_secs(5),
+    }
+}
+
+async fn cloud(servers: u64) -> (HcloudMock, ServerHandle, HcloudClient) {
+    let mock = HcloudMock::new(servers);
+    let (_, handle) = spawn_hcloud(mock.clone()).await.unwrap();
+    let client = HcloudClient::new(&mock.token(), Some(handle.base_url()))
+        .unwrap()
+        .with_retry(fast());
+    (mock, handle, client)
+}
+
+async fn robot(servers: u64) -> (RobotMock, ServerHandle, RobotClient) {
+    let mock = RobotMock::new(servers);
+    let (_, handle) = spawn_robot(mock.clone()).await.unwrap();
+    let client = RobotClient::new(
+        muster_mocks::robot::DEFAULT_USER,
+        muster_mocks::robot::DEFAULT_PASSWORD,
+        Some(handle.base_url()),
+    )
+    .unwrap()
+    .with_retry(fast());
+    (mock, handle, client)
+}
+
+fn servers_requests(mock: &HcloudMock) -> Vec<muster_mocks::RequestRecord> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/servers")
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_thousand_servers_come_back_across_200_pages() {
+    let (mock, _h, client) = cloud(10_000).await;
+    let servers = client.list_servers(None).await.unwrap();
+    assert_eq!(servers.len(), 10_000);
+    let ids: Vec<u64> = servers.iter().map(|s| s.id).collect();
+    let want: Vec<u64> = (1..=10_000).map(|i| CLOUD_ID_BASE + i).collect();
+    assert_eq!(ids, want, "every server once, in order");
+    let pages: Vec<(Option<String>, Option<String>)> = servers_requests(&mock)
+        .iter()
+        .map(|r| (r.query_param("page"), r.query_param("per_page")))
+        .collect();
+    assert_eq!(pages.len(), 200);
+    for (i, (page, per_page)) in pages.iter().enumerate() {
+        assert_eq!(page.as_deref(), Some((i + 1).to_string().as_str()));
+        assert_eq!(per_page.as_deref(), Some("50"));
+    }
+    assert_eq!(
+        servers[0].raw,
+        fixtures::cloud_server(1),
+        "the raw record is kept"
+    );
+}
+
+#[tokio::test]
+async fn pagination_follows_next_page_even_without_totals() {
+    let (mock, _h, client) = cloud(120).await;
+    mock.set_hide_totals(true);
+    assert_eq!(client.list_servers(None).await.unwrap().len(), 120);
+    assert_eq!(servers_requests(&mock).len(), 3);
+    assert_eq!(
+        client.test_connection().await.unwrap(),
+        120,
+        "counted instead"
+    );
+    // An empty project: one page, no servers.
+    let (mock, _h, client) = cloud(0).await;
+    assert!(client.list_servers(None).await.unwrap().is_empty());
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn the_label_selector_is_passed_through() {
+    let (mock, _h, client) = cloud(500).await;
+    let selector = "service=proxy,env in (prod,staging)";
+    let servers = client.list_servers(Some(selector)).await.unwrap();
+    let want: Vec<u64> = (1..=500)
+        .filter(|i| {
+            let l = fixtures::cloud_labels(*i);
+            l.get("service").and_then(|v| v.as_str()) == Some("proxy")
+                && matches!(l["env"].as_str(), Some("prod" | "staging"))
+        })
+        .map(|i| CLOUD_ID_BASE + i)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(servers.iter().map(|s| s.id).collect::<Vec<_>>(), want);
+    for r in servers_requests(&mock) {
+        assert_eq!(r.query_param("label_selector").as_deref(), Some(selector));
+    }
+    // The provider passes its selector too, and maps types from labels.
+    let provider = HetznerCloudProvider::new(client, Some("service=proxy".into()));
+    let found = provider.list().await.unwrap();
+    assert!(!found.is_empty());
+    assert!(found.iter().all(|d| d.asset_type == AssetType::Proxy));
+}
+
+#[tokio::test]
+async fn null_fields_and_the_removed_datacenter_are_tolerated() {
+    let (mock, _h, client) = cloud(30).await;
+    // A record in the pre-2026-07 shape with nulls wherever the API allows them.
+    mock.put_server(serde_json::json!({
+        "id": 77, "name": "legacy", "status": "migrating", "created": "not a date",
+        "public_net": {"ipv4": null, "ipv6": null, "floating_ips": null, "firewalls": []},
+        "private_net": null, "server_type": null, "location": null,
+        "datacenter": {"id": 3, "name": "hel1-dc2", "location": {"name": "hel1", "city": "Helsinki"}},
+        "image": null, "labels": {}, "primary_disk_size": null, "backup_window": null,
+        "ingoing_traffic": null, "brand_new_field": [1, 2, 3]
+    }));
+    let provider = HetznerCloudProvider::new(client, None);
+    let found: BTreeMap<String, _> = provider
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.external_id.clone(), d))
+        .collect();
+    assert_eq!(found.len(), 31);
+
+    let legacy = &found["hetzner-77"];
+    assert_eq!(legacy.status, AssetStatus::Maintenance);
+    assert!(legacy.ip_addresses.is_empty() && legacy.created.is_none());
+    assert_eq!(
+        legacy.datacenter.as_deref(),
+        Some("hel1"),
+        "old records still place"
+    );
+    assert_eq!(legacy.metadata["brand_new_field"][2], 3);
+
+    let no_v4 = &found[&format!("hetzner-{}", CLOUD_ID_BASE + 13)];
+    assert!(
+        no_v4.metadata.get("datacenter").is_none(),
+        "the mock omits the removed field"
+    );
+    let ips: Vec<String> = no_v4
+        .ip_addresses
+        .iter()
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    assert_eq!(ips, ["2001:db8:0:d::1", "10.0.0.13"]);
+    assert_eq!(no_v4.datacenter.as_deref(), Some("hel1"));
+    assert_eq!(no_v4.location.as_deref(), Some("Helsinki"));
+
+    let no_v6 = &found[&format!("hetzner-{}", CLOUD_ID_BASE + 29)];
+    let ips: Vec<(String, bool)> = no_v6
+        .ip_addresses
+        .iter()
+        .map(|(ip, p)| (ip.to_string(), *p))
+        .collect();
+    assert_eq!(
+        ips,
+        [("203.0.113.29".to_string(), true)],
+        "no IPv6, no private network"
+    );
+
+    let proxy = &found[&format!("hetzner-{}", CLOUD_ID_BASE + 20)];
+    assert_eq!(proxy.asset_type, AssetType::Proxy);
+    assert_eq!(proxy.labels["organization"], "acme");
+    assert_eq!(proxy.server_type.as_deref(), Some("cx22"));
+    assert_eq!(
+        (proxy.cpu_cores, proxy.memory_gb, proxy.disk_gb),
+        (Some(2), Some(4.0), Some(40.0))
+    );
+    assert_eq!(proxy.status, AssetStatus::Online);
+    let off = &found[&format!("hetzner-{}", CLOUD_ID_BASE + 19)];
+    assert_eq!(
+        (off.provider_status.as_str(), off.status),
+        ("off", AssetStatus::Offline)
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_burst_is_recovered_by_retries() {
+    let (mock, _h, client) = cloud(60).await;
+    mock.fail_next(3, 503);
+    assert_eq!(client.list_servers(None).await.unwrap().len(), 60);
+    let statuses: Vec<u16> = mock.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 503, 503, 200, 200]);
+
+    // One more than the retries: the call fails with the provider's answer.
+    mock.clear_requests();
+    mock.fail_next(4, 502);
+    let err = client.list_servers(None).await.unwrap_err();
+    assert_eq!(err.status(), Some(502));
+    assert_eq!(mock.request_count(), 4);
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let (mock, _h, client) = cloud(5).await;
+    let err = client.list_servers(Some("a in (b")).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(400), Some("invalid_input"))
+    );
+    assert_eq!(mock.request_count(), 1);
+    let err = client.get_server(42).await.unwrap_err();
+    assert!(err.is_not_found());
+    assert_eq!(
+        err.to_string(),
+        "hetzner cloud: GET /servers/42 answered 404 (not_found: server not found)"
+    );
+    assert_eq!(mock.request_count(), 2);
+    mock.set_token("rotated");
+    let err = client.list_servers(None).await.unwrap_err();
+    assert!(err.is_unauthorized());
+    assert_eq!(mock.request_count(), 3);
+}
+
+#[tokio::test]
+async fn retry_after_is_waited_out_by_this_call_and_every_other() {
+    let (mock, _h, client) = cloud(60).await;
+    mock.rate_limit_next(1, RetryAfter::Seconds(1));
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.list_servers(None).await }
+    });
+    mock.wait_for(|log, _| log.iter().any(|r| r.status == 429))
+        .await;
+    // Readiness: the first call has read the 429 and closed the client's gate.
+    while client.api().blocked_for().is_none() && !first.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    let second = client.get_server(CLOUD_ID_BASE + 1).await.unwrap();
+    assert_eq!(second.name, "srv-00001");
+    assert_eq!(first.await.unwrap().unwrap().len(), 60);
+
+    let log = mock.requests();
+    let limited = log.iter().find(|r| r.status == 429).unwrap().answered;
+    let later: Vec<Duration> = log
+        .iter()
+        .filter(|r| r.arrived > limited)
+        .map(|r| r.arrived - limited)
+        .collect();
+    assert_eq!(
+        later.len(),
+        3,
+        "the retried page 1, page 2 and the second call"
+    );
+    for wait in later {
+        assert!(
+            wait >= Duration::from_millis(950),
+            "a call went early: {wait:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_shrinking_budget_slows_the_client_down_instead_of_hitting_429() {
+    let (mock, _h, client) = cloud(5).await;
+    // 100 per window, 20 back per second, 5 left (under the reserve of 10): the client paces
+    // at the refill rate, about 50 ms per call.
+    mock.set_budget(100, 20.0);
+    mock.set_remaining(5);
+    let start = Instant::now();
+    for _ in 0..12 {
+        client.get_server(CLOUD_ID_BASE + 1).await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        mock.requests().iter().all(|r| r.status == 200),
+        "no 429 provoked"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(9 * 45),
+        "not paced: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_json_is_a_clear_error_not_a_retry() {
+    let (mock, _h, client) = cloud(10).await;
+    mock.truncate_next(1);
+    let err = client.list_servers(None).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Decode { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "hetzner cloud: invalid response to GET /servers?page=1&per_page=50: EOF while parsing"
+        ),
+        "{text}"
+    );
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_middle_page_fails_the_whole_listing() {
+    let (mock, _h, client) = cloud(150).await;
+    mock.fail_page(Some(2));
+    let provider = HetznerCloudProvider::new(client, None);
+    let err = provider.list().await.unwrap_err();
+    assert_eq!(err.status(), Some(500));
+    assert!(err.to_string().contains("page=2"), "{err}");
+    let pages: Vec<String> = servers_requests(&mock)
+        .iter()
+        .filter_map(|r| r.query_param("page"))
+        .collect();
+    assert_eq!(
+        pages,
+        ["1", "2", "2", "2", "2"],
+        "page 3 is never asked for"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_ends_slow_calls_and_dropping_a_call_cancels_it() {
+    let (mock, _h, client) = cloud(10).await;
+    mock.set_delay(Duration::from_secs(3));
+    let before = mock.cancelled();
+    let bounded = client.clone().with_deadline(Duration::from_millis(200));
+    let start = Instant::now();
+    let err = bounded.list_servers(None).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Deadline { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    let dropped = tokio::time::timeout(Duration::from_millis(100), client.list_servers(None)).await;
+    assert!(dropped.is_err());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        mock.wait_for(|_, cancelled| cancelled >= before + 2),
+    )
+    .await
+    .expect("the mock never saw both requests go away");
+}
+
+#[tokio::test]
+async fn test_connection_counts_servers_or_names_a_bad_token() {
+    let (mock, h, client) = cloud(120).await;
+    assert_eq!(client.test_connection().await.unwrap(), 120);
+    let r = &mock.requests()[0];
+    assert_eq!(r.query_param("per_page").as_deref(), Some("1"));
+    assert_eq!(mock.request_count(), 1, "one cheap call");
+
+    let provider = HetznerCloudProvider::new(client, Some("service=proxy".into()));
+    assert_eq!(provider.test_connection().await.unwrap(), 12);
+
+    let bad = HcloudClient::new("not-the-token", Some(h.base_url())).unwrap();
+    let err = bad.test_connection().await.unwrap_err();
+    assert!(err.is_unauthorized());
+    assert_eq!(
+        err.to_string(),
+        "hetzner cloud: authentication failed on GET /servers?per_page=1 (401 unauthorized: unable to authenticate): check the credentials"
+    );
+}
+
+#[tokio::test]
+async fn load_balancers_are_created_read_listed_and_deleted() {
+    let (mock, _h, client) = cloud(3).await;
+    let request = CreateLoadBalancer {
+        name: "edge".into(),
+        load_balancer_type: "lb11".into(),
+        location: Some("fsn1".into()),
+        algorithm: Some(LbAlgorithm {
+            kind: "least_connections".into(),
+        }),
+        labels: [("env".to_string(), "prod".to_string())].into(),
+        services: vec![LbService {
+            protocol: "tcp".into(),
+            listen_port: 443,
+            destination_port: 8443,
+            health_check: Some(LbHealthCheck {
+                protocol: "tcp".into(),
+                port: 8443,
+                interval: 15,
+                timeout: 10,
+                retries: 3,
+                http: None,
+            }),
+            ..Default::default()
+        }],
+        targets: vec![LbTarget {
+            kind: "server".into(),
+            server: Some(LbTargetServer {
+                id: CLOUD_ID_BASE + 1,
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let (lb, action) = client.create_load_balancer(&request).await.unwrap();
+    assert_eq!(lb.name, "edge");
+    assert_eq!(lb.load_balancer_type.as_ref().unwrap().name, "lb11");
+    assert_eq!(lb.algorithm.as_ref().unwrap().kind, "least_connections");
+    assert_eq!(lb.services[0].listen_port, 443);
+    assert_eq!(lb.targets[0].server.as_ref().unwrap().id, CLOUD_ID_BASE + 1);
+    assert_eq!(lb.targets[0].health_status[0].status, "unknown");
+    assert!(lb.public_net.ipv4.as_ref().unwrap().ip.is_some());
+    assert_eq!(action.command, "create_load_balancer");
+
+    let got = client.get_load_balancer(lb.id).await.unwrap();
+    assert_eq!(got, lb);
+    let listed = client.list_load_balancers().await.unwrap();
+    assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), [lb.id]);
+
+    let before = mock.request_count();
+    let err = client.create_load_balancer(&request).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(409), Some("uniqueness_error"))
+    );
+    assert_eq!(
+        mock.request_count(),
+        before + 1,
+        "a conflict is not retried"
+    );
+
+    client.delete_load_balancer(lb.id).await.unwrap();
+    assert_eq!(mock.requests().last().unwrap().status, 204);
+    assert!(
+        client
+            .get_load_balancer(lb.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        client
+            .delete_load_balancer(lb.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(client.list_load_balancers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_snapshot_action_is_followed_to_success_or_failure() {
+    let (mock, _h, client) = cloud(3).await;
+    let server = CLOUD_ID_BASE + 2;
+    let (image, action) = client
+        .create_image(server, Some("before upgrade"))
+        .await
+        .unwrap();
+    assert_eq!(image.status.as_deref(), Some("creating"));
+    assert_eq!(image.kind.as_deref(), Some("snapshot"));
+    assert_eq!(image.description.as_deref(), Some("before upgrade"));
+    assert!(image.name.is_none());
+    assert!(action.is_running());
+    assert_eq!(action.resources[0].id, server);
+
+    let done = client
+        .wait_for_action(action.id, Duration::from_millis(5), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(done.status, "success");
+    assert!(done.finished.is_some());
+    let polls = mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/actions/"))
+        .count();
+    assert_eq!(polls, 3, "running, running, success");
+    assert_eq!(
+        client.get_image(image.id).await.unwrap().status.as_deref(),
+        Some("available")
+    );
+
+    mock.fail_next_action();
+    let (_, action) = client.create_image(server, None).await.unwrap();
+    let err = client
+        .wait_for_action(action.id, Duration::from_millis(5), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "hetzner cloud: action {} (create_image) failed (action_failed: Action failed)",
+            action.id
+        )
+    );
+
+    mock.set_action_polls(10_000);
+    let (_, action) = client.create_image(server, None).await.unwrap();
+    let err = client
+        .wait_for_action(
+            action.id,
+            Duration::from_millis(5),
+            Duration::from_millis(60),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Deadline { .. }), "{err:?}");
+    assert!(
+        client
+            .create_image(1, None)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[tokio::test]
+async fn robot_servers_are_unwrapped_with_their_quirks() {
+    let (_mock, _h, client) = robot(6).await;
+    let servers = client.list_servers().await.unwrap();
+    assert_eq!(servers.len(), 6);
+    assert_eq!(servers[0].server_number, ROBOT_NUMBER_BASE + 1);
+    assert!(servers[3].server_ip.is_none(), "server 4 has no main IPv4");
+    assert!(
+        servers[0].subnet.is_empty() && servers[1].ip.is_empty(),
+        "nulls are empty lists"
+    );
+    assert_eq!(
+        servers[1].raw,
+        fixtures::robot_server(2),
+        "raw keeps the inner record"
+    );
+
+    let provider = HetznerRobotProvider::new(client.clone());
+    let found = provider.list().await.unwrap();
+    let statuses: Vec<(&str, AssetStatus)> = found
+        .iter()
+        .map(|d| (d.provider_status.as_str(), d.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("ready", AssetStatus::Online),
+            ("in process", AssetStatus::Maintenance),
+            ("ready", AssetStatus::Offline), // cancelled
+            ("ready", AssetStatus::Online),
+            ("in process", AssetStatus::Maintenance),
+            ("ready", AssetStatus::Online),
+        ]
+    );
+    assert!(
+        found
+            .iter()
+            .all(|d| d.asset_type == AssetType::PhysicalServer)
+    );
+    assert_eq!(
+        found[0].external_id,
+        format!("hrobot-{}", ROBOT_NUMBER_BASE + 1)
+    );
+    let ips: Vec<String> = found[0]
+        .ip_addresses
+        .iter()
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    assert_eq!(ips, ["192.0.2.1", "2001:db8:ffff:1::2"]);
+    assert_eq!(found[3].ip_addresses.len(), 1, "only the IPv6 address");
+    assert_eq!(found[1].datacenter.as_deref(), Some("HEL1-DC2"));
+    assert_eq!(found[1].location.as_deref(), Some("Helsinki"));
+    assert_eq!(found[1].server_type.as_deref(), Some("SX65"));
+
+    let one = client.get_server(ROBOT_NUMBER_BASE + 2).await.unwrap();
+    assert_eq!(one.status, "in process");
+    assert_eq!(one.raw["rescue"], true);
+    let err = client.get_server(1).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(404), Some("SERVER_NOT_FOUND"))
+    );
+    assert_eq!(provider.test_connection().await.unwrap(), 6);
+}
+
+#[tokio::test]
+async fn an_empty_robot_account_is_an_empty_list() {
+    let (mock, _h, client) = robot(0).await;
+    assert!(client.list_servers().await.unwrap().is_empty());
+    assert_eq!(mock.request_count(), 1, "the 404 is an answer, not retried");
+    assert_eq!(mock.requests()[0].status, 404);
+    assert_eq!(
+        HetznerRobotProvider::new(client)
+            .test_connection()
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn robots_403_rate_limit_is_waited_out_and_retried() {
+    let (mock, _h, client) = robot(3).await;
+    mock.rate_limit_next(1, Duration::from_secs(1));
+    let servers = client.list_servers().await.unwrap();
+    assert_eq!(servers.len(), 3);
+    let log = mock.requests();
+    assert_eq!(log.iter().map(|r| r.status).collect::<Vec<_>>(), [403, 200]);
+    let waited = log[1].arrived - log[0].answered;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
+
+    // A limit that lasts: the error says so, after the retries.
+    mock.rate_limit_next(10, Duration::from_secs(0));
+    let err = client.list_servers().await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::RateLimited { status: 403, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("hetzner robot: rate limited on GET /server (403 RATE_LIMIT_EXCEEDED")
+    );
+}
+
+#[tokio::test]
+async fn bad_robot_credentials_are_a_clear_error_and_never_retried() {
+    let (mock, h, _client) = robot(2).await;
+    let client = RobotClient::new("#ws+mock", "wrong-password-value", Some(h.base_url())).unwrap();
+    let err = client.list_servers().await.unwrap_err();
+    assert!(err.is_unauthorized());
+    assert_eq!(
+        err.to_string(),
+        "hetzner robot: authentication failed on GET /server (401): check the credentials"
+    );
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn no_text_ever_contains_a_token_or_password() {
+    let token = "tok-5ecret-0123456789";
+    let password = "pw-5ecret-9876543210";
+    let (cloud_mock, ch, _) = cloud(2).await;
+    let (robot_mock, rh, _) = robot(2).await;
+    cloud_mock.set_token("something-else");
+    robot_mock.set_credentials("#ws+mock", "something-else");
+
+    let hc = HcloudClient::new(token, Some(ch.base_url()))
+        .unwrap()
+        .with_retry(fast());
+    let rc = RobotClient::new("#ws+mock", password, Some(rh.base_url())).unwrap();
+    let settings = ProviderSettings::new()
+        .credential("token", token)
+        .credential("user", "#ws+mock")
+        .credential("password", password)
+        .base_url(Some(ch.base_url()));
+    let built = (factory("hetzner_cloud").unwrap().build)(&settings).unwrap();
+
+    let mut texts = vec![
+        format!("{hc:?}"),
+        format!("{rc:?}"),
+        format!("{:?}", HetznerCloudProvider::new(hc.clone(), None)),
+        format!("{:?}", HetznerRobotProvider::new(rc.clone())),
+        format!("{settings:?}"),
+    ];
+    let errors = [
+        hc.list_servers(None).await.unwrap_err(),
+        hc.test_connection().await.unwrap_err(),
+        hc.create_image(1, Some("x")).await.unwrap_err(),
+        rc.list_servers().await.unwrap_err(),
+        rc.get_server(1).await.unwrap_err(),
+        built.list().await.unwrap_err(),
+    ];
+    for e in &errors {
+        assert!(e.is_unauthorized(), "{e}");
+        texts.push(e.to_string());
+        texts.push(format!("{e:?}"));
+    }
+    // A network failure's text (reqwest's own) must not carry them either.
+    drop(ch);
+    texts.push(format!("{:?}", hc.list_servers(None).await.unwrap_err()));
+    for t in &texts {
+        assert!(
+            !t.contains(token) && !t.contains(password),
+            "secret in: {t}"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The dead man's switch: agents that stop heartbeating turn stale, then down, with events;
+//! their first heartbeat after that recovers them.
+
+use chrono::{DateTime, Utc};
+use muster_domain::agent::{Liveness, LivenessChange};
+use muster_domain::{
+    Actor, ActorKind, Agent, AgentStatus, AssetStatus, Event, Severity, Visibility,
+};
+use muster_store::{EventQuery, PageRequest};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::api::new_id;
+use crate::state::AppState;
+
+/// The event for a liveness change of `agent`.
+pub fn liveness_event(agent: &Agent, change: LivenessChange, at: DateTime<Utc>) -> Event {
+    let (severity, what) = match change {
+        LivenessChange::Stale => (Severity::Warning, "missed its heartbeats"),
+        LivenessChange::Down => (Severity::Error, "is down: no heartbeat"),
+        LivenessChange::Recovered => (Severity::Info, "is back"),
+    };
+    Event {
+        id: new_id(),
+        occurred_at: at,
+        event_type: change.event_type().into(),
+        severity,
+        organization_id: Some(agent.organization_id.clone()),
+        object_type: "agent".into(),
+        object_id: agent.id.clone(),
+        actor: Actor::system("liveness"),
+        message: format!("{} {what}", agent.hostname),
+        changes: None,
+        details: Some(json!({
+            "hostname": agent.hostname,
+            "asset_id": agent.asset_id,
+            "last_seen_at": agent.last_seen_at,
+            "interval_seconds": agent.interval_seconds,
+        })),
+    }
+}
+
+/// What a liveness change does to the agent's asset.
+fn asset_status(change: LivenessChange) -> Option<AssetStatus> {
+    match change {
+        LivenessChange::Stale => None,
+        LivenessChange::Down => Some(AssetStatus::Offline),
+        LivenessChange::Recovered => Some(AssetStatus::Online),
+    }
+}
+
+/// Moves `agent` from its stored status to `to`, with the event and asset change that go with
+/// it. Answers whether it moved (another replica or a heartbeat may have been first).
+pub async fn apply(state: &AppState, agent: &Agent, to: AgentStatus, at: DateTime<Utc>) -> bool {
+    let change = Liveness::change(agent.status, to);
+    let events: Vec<Event> = change
+        .map(|c| liveness_event(agent, c, at))
+        .into_iter()
+        .collect();
+    let asset = match (change, to) {
+        (Some(c), _) => asset_status(c),
+        (None, AgentStatus::Offline) => Some(AssetStatus::Offline),
+        (None, AgentStatus::Online) => Some(AssetStatus::Online),
+        _ => None,
+    };
+    match state
+        .store
+        .set_agent_status(&agent.id, agent.status, to, asset, &events)
+        .await
+    {
+        Ok(moved) => {
+            if moved {
+                state.agents.cache.set_status(&agent.id, to);
+            }
+            moved
+        }
+        Err(e) => {
+            tracing::warn!(agent = %agent.id, error = %e, "cannot record a liveness change");
+            false
+        }
+    }
+}
+
+/// One pass over every agent at `now`; answers how many changed.
+pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
+    let liveness = state.agents.liveness;
+    let mut page = PageRequest {
+        page: 1,
+        per_page: 500,
+    };
+    let mut changed = 0;
+    loop {
+        let agents = match state.store.list_agents(&Visibility::All, page).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "liveness pass failed");
+                return changed;
+            }
+        };
+        for agent in &agents.items {
+            let to = liveness.status_at(
+                agent.status,
+                agent.last_seen_at,
+                agent.interval_seconds,
+                now,
+            );
+            if to != agent.status && apply(state, agent, to, now).await {
+                changed += 1;
+            }
+        }
+        if u64::from(page.page) * u64::from(page.per_page) >= agents.total {
+            return changed;
+        }
+        page.page += 1;
+    }
+}
+
+/// Whether only `agent` (and muster's own workers) ever wrote the asset: then it is the agent's
+/// alone, and may go when the agent is long gone.
+async fn only_the_agent_wrote(state: &AppState, agent: &Agent, asset_id: &str) -> bool {
+    let mut q = EventQuery::all(Visibility::All);
+    q.object_id = Some(asset_id.to_string());
+    q.page = PageRequest {
+        page: 1,
+        per_page: 500,
+    };
+    match state.store.list_events(&q).await {
+        Ok(events) if events.total <= 500 => events.items.iter().all(|e| match e.actor.kind {
+            ActorKind::Agent => e.actor.id.as_deref() == Some(agent.id.as_str()),
+            ActorKind::System => matches!(e.actor.name.as_str(), "liveness" | "health"),
+            ActorKind::User | ActorKind::Token => false,
+        }),
+        _ => false,
+    }
+}
+
+/// Removes agents silent for longer than the cleanup time, with the assets only they wrote;
+/// answers how many agents went. Assets that discovery or a person also wrote stay.
+pub async fn cleanup_step(state: &AppState, now: DateTime<Utc>) -> usize {
+    let after = state.config.agents.cleanup_after;
+    let gone: Vec<Agent> = match crate::api::agents::all_agents(state, &Visibility::All).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|a| {
+                matches!(a.status, AgentStatus::Down | AgentStatus::Offline)
+                    && now - a.last_seen_at > after
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e.message, "agent cleanup failed");
+            return 0;
+        }
+    };
+    let actor = Actor::system("cleanup");
+    let mut removed = 0;
+    for agent in gone {
+        let asset = match &agent.asset_id {
+            Some(id) if agent.owns_asset && only_the_agent_wrote(state, &agent, id).await => {
+                state.store.get_asset(id).await.ok()
+            }
+            _ => None,
+        };
+        let event = Event {
+            id: new_id(),
+            occurred_at: now,
+            event_type: "agent.deleted".into(),
+            severity: Severity::Info,
+            organization_id: Some(agent.organization_id.clone()),
+            object_type: "agent".into(),
+            object_id: agent.id.clone(),
+            actor: actor.clone(),
+            message: format!(
+                "agent on {} removed: silent since {}",
+                agent.hostname, agent.last_seen_at
+            ),
+            changes: None,
+            details: None,
+        };
+        if state.store.delete_agent(&agent.id, &event).await.is_err() {
+            continue;
+        }
+        state.agents.cache.forget_agent(&agent.id);
+        removed += 1;
+        if let Some(asset) = asset {
+            let event = Event {
+                id: new_id(),
+                event_type: "asset.deleted".into(),
+                object_type: "asset".into(),
+                object_id: asset.id.clone(),
+                message: format!("asset {} removed with its long-gone agent", asset.spec.name),
+                changes: Some(serde_json::Value::Object(muster_domain::event::snapshot(
+                    &asset.spec,
+                    false,
+                    &[],
+                ))),
+                ..event
+            };
+            if let Err(e) = state
+                .store
+                .delete_asset(&asset.id, asset.version, &event)
+                .await
+            {
+                tracing::warn!(asset = %asset.id, error = %e, "could not remove an agent's asset");
+            }
+        }
+    }
+    removed
+}
+
+/// Runs a liveness pass every five seconds, cleanup every minute and report retention every
+/// hour, until shutdown.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut passes: u64 = 0;
+    loop {
+        let now = state.clock.now();
+        step(&state, now).await;
+        if passes.is_multiple_of(12) {
+            cleanup_step(&state, now).await;
+        }
+        if passes.is_multiple_of(720) {
+            let before = now - state.config.agents.report_retention;
+            if let Err(e) = state.store.prune_reports(before).await {
+                tracing::warn!(error = %e, "report retention failed");
+            }
+        }
+        passes += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}

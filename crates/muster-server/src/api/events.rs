@@ -1,0 +1,76 @@
+//! `GET /api/events`: the audit log and change feed, visible by the same rules as its objects.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use muster_domain::Event;
+use muster_store::EventQuery;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ListMeta, page_request};
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract::Query;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_events))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    page: Option<u32>,
+    per_page: Option<u32>,
+    object_id: Option<String>,
+    /// `asset`, `organization`, `user`, `token`, …
+    object_type: Option<String>,
+    organization_id: Option<String>,
+    /// Event type, e.g. `asset.updated`; repeatable.
+    #[serde(default, rename = "type")]
+    #[param(rename = "type")]
+    event_type: Vec<String>,
+    /// Only events at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Only events before this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+    pub meta: ListMeta,
+}
+
+/// List events
+///
+/// Newest first. Events of an organization's objects are visible to whoever may see that
+/// organization's assets; events with no organization (users, tokens) to global viewers.
+#[utoipa::path(get, path = "/api/events", tag = "events", params(EventListParams),
+    responses((status = 200, body = EventList), (status = 400, body = super::ErrorBody)))]
+async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<EventListParams>,
+) -> ApiResult<Json<EventList>> {
+    let page = page_request(p.page, p.per_page)?;
+    let query = EventQuery {
+        visibility: caller.visibility(),
+        object_id: p.object_id,
+        object_type: p.object_type,
+        organization_id: p.organization_id,
+        event_type: p.event_type,
+        since: p.since,
+        until: p.until,
+        page,
+    };
+    let result = state.store.list_events(&query).await?;
+    Ok(Json(EventList {
+        events: result.items,
+        meta: ListMeta::new(page, result.total),
+    }))
+}

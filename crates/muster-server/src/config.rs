@@ -1,0 +1,79 @@
+//! The server's settings, as one typed value. The binary fills it from flags, `MUSTER_*`
+//! variables and defaults; nothing reads the environment after that.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use crate::health::scheduler::HealthSettings;
+
+/// Everything `muster serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/muster.db`.
+    pub database_url: Option<SecretString>,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<SecretString>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Mark the session cookie `Secure` (set when muster is served over TLS).
+    pub secure_cookies: bool,
+    /// How long a console session lasts.
+    pub session_hours: i64,
+    /// `MUSTER_PROBE_NETWORKS`: when set, the only networks health checks may reach.
+    pub probe_networks: Option<String>,
+    pub health: HealthSettings,
+    /// The URL agents reach this server at (default: what each request came to).
+    pub public_url: Option<String>,
+    /// The agent binary `GET /downloads/muster-agent` hands out (default: `muster-agent` next
+    /// to this executable).
+    pub agent_binary: Option<PathBuf>,
+    pub agents: AgentSettings,
+}
+
+/// Settings of the agent workers.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// An agent silent (down or offline) this long is removed, with the asset only it wrote.
+    pub cleanup_after: chrono::Duration,
+    /// Agent reports are kept this long.
+    pub report_retention: chrono::Duration,
+    /// VM Tracker compatibility: CIDRs whose unauthenticated clients may register (off when
+    /// `None`), into the organization with slug `compat_organization`.
+    pub compat_networks: Option<String>,
+    pub compat_organization: String,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            cleanup_after: chrono::Duration::hours(24),
+            report_retention: chrono::Duration::days(30),
+            compat_networks: None,
+            compat_organization: "vm-tracker".into(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./muster-data"),
+            database_url: None,
+            admin_email: None,
+            admin_password: None,
+            body_limit: 1024 * 1024,
+            secure_cookies: false,
+            session_hours: 12,
+            probe_networks: None,
+            health: HealthSettings::default(),
+            public_url: None,
+            agent_binary: None,
+            agents: AgentSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! muster's HTTP server: the REST API over a [`Store`], with authentication, authorization by
+//! construction, the event log, metrics and graceful shutdown.
+//!
+//! [`app`] builds the whole router for a state (tests drive it in-process); [`serve`] runs it on
+//! a listener until a shutdown signal.
+
+pub mod accounts;
+pub mod agents;
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod observe;
+pub mod request_id;
+pub mod secrets;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+use crate::auth::Public;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "muster",
+        description = "Self-hosted source of truth and monitor for server fleets.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []), ("session" = [])),
+    tags(
+        (name = "assets", description = "The inventory"),
+        (name = "organizations", description = "Tenants that own assets"),
+        (name = "users", description = "People and their permissions"),
+        (name = "tokens", description = "API tokens"),
+        (name = "events", description = "Audit log and change feed"),
+        (name = "health", description = "Health checks of assets"),
+        (name = "agents", description = "Agents, heartbeats, reports and the dead man's switch"),
+        (name = "auth", description = "Console sessions"),
+        (name = "operations", description = "Health, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::assets::router())
+        .merge(api::organizations::router())
+        .merge(api::members::router())
+        .merge(api::users::router())
+        .merge(api::tokens::router())
+        .merge(api::events::router())
+        .merge(api::health::router())
+        .merge(api::agents::router())
+        .merge(api::install::router())
+        .merge(api::session::router())
+        .merge(api::ops::router())
+}
+
+/// The OpenAPI document, generated from the route annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The OpenAPI document as served and committed (pretty JSON, trailing newline).
+pub fn openapi_json() -> String {
+    let mut s = openapi().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The whole application for `state`.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = api_router().split_for_parts();
+    let doc_json = serde_json::to_string(&doc).unwrap_or_default();
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move |_: Public| async move {
+                ([(header::CONTENT_TYPE, "application/json")], doc_json)
+            }),
+        )
+        .fallback(|_: Public| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|_: Public| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::record_metrics,
+        ))
+        .layer(middleware::from_fn(auth::enforce_authorization))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn(observe::log_requests))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}
+
+/// Binds `addr` with a deep accept backlog (tokio's default of 128 collapses under bursts).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (for up to 30 s) and closes storage.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
+    if state.config.health.scheduler {
+        workers.spawn(health::scheduler::Scheduler::new(state.clone()).run(signalled.subscribe()));
+        workers.spawn(health::scheduler::run_retention(
+            state.clone(),
+            signalled.subscribe(),
+        ));
+    }
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(true);
+    });
+    let result = tokio::select! {
+        r = server => r,
+        _ = async {
+            let _ = on_signal.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish within {DRAIN:?}; closing anyway");
+            Ok(())
+        }
+    };
+    // Workers saw the same signal; let them finish what they started, within the drain time.
+    let _ = tokio::time::timeout(DRAIN, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    store.close().await;
+    tracing::info!("storage closed; bye");
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

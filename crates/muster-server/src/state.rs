@@ -1,0 +1,71 @@
+//! What every handler shares: storage, the clock, settings, metrics.
+
+use std::sync::Arc;
+
+use muster_store::Store;
+
+use muster_domain::agent::Liveness;
+
+use crate::agents::batcher::Batcher;
+use crate::agents::{AgentService, CredentialCache};
+use crate::auth::LoginThrottle;
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::health::{HealthService, Prober};
+use crate::metrics::Metrics;
+
+/// Cheap to clone: everything sits behind `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    pub login_throttle: Arc<LoginThrottle>,
+    pub health: Arc<HealthService>,
+    pub agents: Arc<AgentService>,
+}
+
+impl AppState {
+    /// Builds the state; fails on a bad `probe_networks` or compatibility network list. Call
+    /// inside a Tokio runtime.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+    ) -> anyhow::Result<Self> {
+        let policy = muster_probe::NetworkPolicy::from_setting(config.probe_networks.as_deref())?;
+        let prober = Prober::new(policy)?;
+        Self::with_prober(store, clock, config, prober)
+    }
+
+    /// Builds the state with a given prober (tests point its DNS at their own server).
+    pub fn with_prober(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        prober: Prober,
+    ) -> anyhow::Result<Self> {
+        let compat = match &config.agents.compat_networks {
+            Some(list) => Some(crate::agents::Compat {
+                networks: muster_probe::NetworkPolicy::parse(list)?,
+                organization: config.agents.compat_organization.clone(),
+            }),
+            None => None,
+        };
+        Ok(Self {
+            clock,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            login_throttle: Arc::new(LoginThrottle::default()),
+            health: HealthService::new(prober),
+            agents: Arc::new(AgentService {
+                cache: CredentialCache::default(),
+                compat,
+                heartbeats: Batcher::spawn(store.clone()),
+                liveness: Liveness::default(),
+            }),
+            store,
+        })
+    }
+}

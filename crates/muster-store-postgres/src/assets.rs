@@ -1,0 +1,291 @@
+//! Assets on PostgreSQL: the row, its labels in `asset_labels` for selector queries, and the event.
+
+use muster_domain::{Asset, AssetSpec, AssetStatus, AssetType, Event, Health};
+use muster_store::sql::{Dialect, asset_filter};
+use muster_store::{AssetQuery, AssetSortField, Page, Result, StoreError};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+
+use crate::{PostgresStore, bind_args, bind_scalar_args, events, map_err};
+
+/// Space-separated addresses, for substring search.
+fn ip_text(asset: &Asset) -> String {
+    let ips: Vec<String> = asset
+        .spec
+        .ip_addresses
+        .iter()
+        .map(|i| i.address.to_string())
+        .collect();
+    ips.join(" ")
+}
+
+/// Writes the asset's labels to `asset_labels` in one statement, however many there are.
+async fn write_labels(conn: &mut PgConnection, asset: &Asset) -> Result<()> {
+    if asset.spec.labels.is_empty() {
+        return Ok(());
+    }
+    let (keys, values): (Vec<&str>, Vec<&str>) = asset
+        .spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO asset_labels (asset_id, key, value) \
+         SELECT $1, k, v FROM UNNEST($2::text[], $3::text[]) AS l (k, v)",
+    )
+    .bind(&asset.id)
+    .bind(keys)
+    .bind(values)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+const COLUMNS: &[&str] = &[
+    "name",
+    "asset_type",
+    "organization_id",
+    "project",
+    "status",
+    "health",
+    "provider",
+    "provider_id",
+    "external_id",
+    "hostname",
+    "ip_addresses",
+    "ip_text",
+    "server_type",
+    "cpu_cores",
+    "memory_gb",
+    "disk_gb",
+    "datacenter",
+    "location",
+    "labels",
+    "notes",
+    "metadata",
+    "health_check_config",
+    "last_health_check_at",
+    "last_seen_at",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+/// Binds every column of [`COLUMNS`], in its order.
+macro_rules! bind_asset {
+    ($q:expr, $a:expr) => {{
+        let a: &Asset = $a;
+        let s = &a.spec;
+        $q.bind(&s.name)
+            .bind(s.asset_type.as_str())
+            .bind(&s.organization_id)
+            .bind(&s.project)
+            .bind(s.status.as_str())
+            .bind(a.health.as_str())
+            .bind(&s.provider)
+            .bind(&s.provider_id)
+            .bind(&s.external_id)
+            .bind(&s.hostname)
+            .bind(Json(&s.ip_addresses))
+            .bind(ip_text(a))
+            .bind(&s.server_type)
+            .bind(s.cpu_cores.map(i64::from))
+            .bind(s.memory_gb)
+            .bind(s.disk_gb)
+            .bind(&s.datacenter)
+            .bind(&s.location)
+            .bind(Json(&s.labels))
+            .bind(&s.notes)
+            .bind(Json(&s.metadata))
+            .bind(Json(&s.health_check_config))
+            .bind(a.last_health_check_at)
+            .bind(a.last_seen_at)
+            .bind(a.created_at)
+            .bind(a.updated_at)
+            .bind(a.version)
+    }};
+}
+
+pub(crate) async fn insert(store: &PostgresStore, asset: &Asset, event: &Event) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let placeholders: Vec<String> = (2..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO assets (id, {}) VALUES ($1, {})",
+        COLUMNS.join(", "),
+        placeholders.join(", ")
+    );
+    bind_asset!(sqlx::query(&sql).bind(&asset.id), asset)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    write_labels(&mut tx, asset).await?;
+    events::append(&mut tx, event).await?;
+    tx.commit().await.map_err(map_err)
+}
+
+pub(crate) async fn get(store: &PostgresStore, id: &str) -> Result<Asset> {
+    let row = sqlx::query("SELECT * FROM assets WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
+/// After a guarded write touched no row: was the asset gone, or changed?
+pub(crate) async fn missing_or_stale(conn: &mut PgConnection, id: &str) -> StoreError {
+    match sqlx::query_scalar::<_, i64>("SELECT version FROM assets WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    {
+        Ok(Some(_)) => StoreError::Stale,
+        Ok(None) => StoreError::NotFound,
+        Err(e) => map_err(e),
+    }
+}
+
+pub(crate) async fn update(
+    store: &PostgresStore,
+    asset: &Asset,
+    expected_version: i64,
+    event: &Event,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let n = COLUMNS.len();
+    let sets: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE assets SET {} WHERE id = ${} AND version = ${}",
+        sets.join(", "),
+        n + 1,
+        n + 2
+    );
+    let done = bind_asset!(sqlx::query(&sql), asset)
+        .bind(&asset.id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(missing_or_stale(&mut tx, &asset.id).await);
+    }
+    sqlx::query("DELETE FROM asset_labels WHERE asset_id = $1")
+        .bind(&asset.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    write_labels(&mut tx, asset).await?;
+    events::append(&mut tx, event).await?;
+    tx.commit().await.map_err(map_err)
+}
+
+pub(crate) async fn delete(
+    store: &PostgresStore,
+    id: &str,
+    expected_version: i64,
+    event: &Event,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query("DELETE FROM assets WHERE id = $1 AND version = $2")
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(missing_or_stale(&mut tx, id).await);
+    }
+    events::append(&mut tx, event).await?;
+    tx.commit().await.map_err(map_err)
+}
+
+pub(crate) async fn list(store: &PostgresStore, q: &AssetQuery) -> Result<Page<Asset>> {
+    let f = asset_filter(Dialect::Postgres, q);
+    let where_sql = f.sql();
+    let count_sql = format!("SELECT COUNT(*) FROM assets a{where_sql}");
+    let total: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
+        .fetch_one(&store.pool)
+        .await
+        .map_err(map_err)?;
+    let dir = if q.sort.descending { "DESC" } else { "ASC" };
+    // SQLite sorts NULL below every value; PostgreSQL above. Only nullable columns say so, so
+    // that the others keep using their (NULLS LAST) indexes.
+    let nulls = match (q.sort.field, q.sort.descending) {
+        (AssetSortField::LastSeenAt, false) => " NULLS FIRST",
+        (AssetSortField::LastSeenAt, true) => " NULLS LAST",
+        _ => "",
+    };
+    let sql = format!(
+        "SELECT a.* FROM assets a{where_sql} ORDER BY a.{col} {dir}{nulls}, a.id {dir} LIMIT {} OFFSET {}",
+        q.page.limit(),
+        q.page.offset(),
+        col = q.sort.field.column(),
+    );
+    let rows = bind_args(sqlx::query(&sql), &f.args)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(map_err)?;
+    Ok(Page {
+        items: rows.iter().map(from_row).collect::<Result<_>>()?,
+        total: total as u64,
+    })
+}
+
+fn bad(what: &str, v: &str) -> StoreError {
+    StoreError::Other(format!("bad stored {what} `{v}`"))
+}
+
+fn from_row(r: &PgRow) -> Result<Asset> {
+    let g = |c: &str| -> Result<String> { r.try_get::<String, _>(c).map_err(map_err) };
+    let o =
+        |c: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(c).map_err(map_err) };
+    fn json<T: serde::de::DeserializeOwned>(r: &PgRow, c: &str) -> Result<T> {
+        r.try_get::<Json<T>, _>(c).map(|j| j.0).map_err(map_err)
+    }
+    let asset_type = g("asset_type")?;
+    let status = g("status")?;
+    let health = g("health")?;
+    let cpu: Option<i64> = r.try_get("cpu_cores").map_err(map_err)?;
+    Ok(Asset {
+        id: g("id")?,
+        spec: AssetSpec {
+            name: g("name")?,
+            asset_type: AssetType::parse(&asset_type)
+                .ok_or_else(|| bad("asset_type", &asset_type))?,
+            organization_id: o("organization_id")?,
+            project: o("project")?,
+            status: AssetStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+            provider: o("provider")?,
+            provider_id: o("provider_id")?,
+            external_id: o("external_id")?,
+            hostname: o("hostname")?,
+            ip_addresses: json(r, "ip_addresses")?,
+            server_type: o("server_type")?,
+            cpu_cores: cpu
+                .map(|c| u32::try_from(c).map_err(|_| bad("cpu_cores", &c.to_string())))
+                .transpose()?,
+            memory_gb: r.try_get("memory_gb").map_err(map_err)?,
+            disk_gb: r.try_get("disk_gb").map_err(map_err)?,
+            datacenter: o("datacenter")?,
+            location: o("location")?,
+            labels: json(r, "labels")?,
+            notes: o("notes")?,
+            metadata: json(r, "metadata")?,
+            health_check_config: json(r, "health_check_config")?,
+        },
+        health: Health::parse(&health).ok_or_else(|| bad("health", &health))?,
+        last_health_check_at: r.try_get("last_health_check_at").map_err(map_err)?,
+        last_seen_at: r.try_get("last_seen_at").map_err(map_err)?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+        updated_at: r.try_get("updated_at").map_err(map_err)?,
+        version: r.try_get("version").map_err(map_err)?,
+    })
+}

@@ -1,0 +1,203 @@
+//! What list queries ask for: filters, sorting and pages.
+
+use chrono::{DateTime, Utc};
+use muster_domain::{AssetStatus, AssetType, Health, LabelSelector, Visibility};
+
+/// Largest page a caller may ask for.
+pub const MAX_PER_PAGE: u32 = 500;
+/// Page size when none is asked for.
+pub const DEFAULT_PER_PAGE: u32 = 50;
+
+/// A 1-based page of `per_page` items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            per_page: DEFAULT_PER_PAGE,
+        }
+    }
+}
+
+impl PageRequest {
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
+    }
+
+    pub fn limit(&self) -> i64 {
+        i64::from(self.per_page)
+    }
+}
+
+/// One page of results and how many there are in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// What assets can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetSortField {
+    Name,
+    CreatedAt,
+    UpdatedAt,
+    Status,
+    Health,
+    AssetType,
+    LastSeenAt,
+}
+
+impl AssetSortField {
+    pub const ALL: &'static [(&'static str, AssetSortField)] = &[
+        ("name", AssetSortField::Name),
+        ("created_at", AssetSortField::CreatedAt),
+        ("updated_at", AssetSortField::UpdatedAt),
+        ("status", AssetSortField::Status),
+        ("health", AssetSortField::Health),
+        ("asset_type", AssetSortField::AssetType),
+        ("last_seen_at", AssetSortField::LastSeenAt),
+    ];
+
+    pub fn column(self) -> &'static str {
+        match self {
+            AssetSortField::Name => "name",
+            AssetSortField::CreatedAt => "created_at",
+            AssetSortField::UpdatedAt => "updated_at",
+            AssetSortField::Status => "status",
+            AssetSortField::Health => "health",
+            AssetSortField::AssetType => "asset_type",
+            AssetSortField::LastSeenAt => "last_seen_at",
+        }
+    }
+}
+
+/// Sort order of an asset list; ties are broken by id so pages never overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetSort {
+    pub field: AssetSortField,
+    pub descending: bool,
+}
+
+impl Default for AssetSort {
+    fn default() -> Self {
+        Self {
+            field: AssetSortField::Name,
+            descending: false,
+        }
+    }
+}
+
+impl AssetSort {
+    /// Parses `name`, `-name`, `name:asc` or `name:desc`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (field, descending) = if let Some(f) = s.strip_prefix('-') {
+            (f, true)
+        } else if let Some(f) = s.strip_suffix(":desc") {
+            (f, true)
+        } else {
+            (s.strip_suffix(":asc").unwrap_or(s), false)
+        };
+        AssetSortField::ALL
+            .iter()
+            .find(|(n, _)| *n == field)
+            .map(|(_, f)| AssetSort {
+                field: *f,
+                descending,
+            })
+    }
+}
+
+/// Which assets to list. Every filter narrows; empty lists mean "any".
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetQuery {
+    pub visibility: Visibility,
+    pub organization_id: Option<String>,
+    pub asset_type: Vec<AssetType>,
+    pub status: Vec<AssetStatus>,
+    pub health: Vec<Health>,
+    pub provider: Option<String>,
+    /// `key=value` pairs that must all be present.
+    pub labels: Vec<(String, String)>,
+    pub selector: LabelSelector,
+    /// Matches name, hostname or an IP address, case-insensitively, as a substring.
+    pub q: Option<String>,
+    pub sort: AssetSort,
+    pub page: PageRequest,
+}
+
+impl AssetQuery {
+    /// Everything the visibility allows, first page, default order.
+    pub fn all(visibility: Visibility) -> Self {
+        Self {
+            visibility,
+            organization_id: None,
+            asset_type: Vec::new(),
+            status: Vec::new(),
+            health: Vec::new(),
+            provider: None,
+            labels: Vec::new(),
+            selector: LabelSelector::default(),
+            q: None,
+            sort: AssetSort::default(),
+            page: PageRequest::default(),
+        }
+    }
+}
+
+/// Which events to list, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub visibility: Visibility,
+    pub object_id: Option<String>,
+    pub object_type: Option<String>,
+    pub organization_id: Option<String>,
+    pub event_type: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub page: PageRequest,
+}
+
+impl EventQuery {
+    pub fn all(visibility: Visibility) -> Self {
+        Self {
+            visibility,
+            object_id: None,
+            object_type: None,
+            organization_id: None,
+            event_type: Vec::new(),
+            since: None,
+            until: None,
+            page: PageRequest::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_syntax() {
+        let s = |x| AssetSort::parse(x).map(|s| (s.field, s.descending));
+        assert_eq!(s("name"), Some((AssetSortField::Name, false)));
+        assert_eq!(s("-created_at"), Some((AssetSortField::CreatedAt, true)));
+        assert_eq!(s("status:desc"), Some((AssetSortField::Status, true)));
+        assert_eq!(s("health:asc"), Some((AssetSortField::Health, false)));
+        assert_eq!(s("password"), None);
+    }
+
+    #[test]
+    fn page_offsets() {
+        let p = PageRequest {
+            page: 3,
+            per_page: 50,
+        };
+        assert_eq!((p.offset(), p.limit()), (100, 50));
+    }
+}

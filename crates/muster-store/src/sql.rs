@@ -1,0 +1,247 @@
+//! SQL building shared by the backends: the WHERE clauses of list queries, written once.
+//!
+//! Backends differ in placeholders (`?n` or `$n`, both numbered so one argument can serve twice) and case-insensitive matching (`LIKE` or
+//! `ILIKE`); [`Dialect`] covers exactly that, and each backend binds the collected [`Arg`]s with
+//! its own driver. Column and table names are the same in both schemas.
+
+use chrono::{DateTime, Utc};
+use muster_domain::Visibility;
+use muster_domain::label::Requirement;
+
+use crate::query::{AssetQuery, EventQuery};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value to bind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+    Time(DateTime<Utc>),
+}
+
+/// A WHERE clause under construction: conditions joined by AND, and their arguments in order.
+#[derive(Debug)]
+pub struct Filter {
+    dialect: Dialect,
+    conditions: Vec<String>,
+    pub args: Vec<Arg>,
+}
+
+impl Filter {
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            conditions: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Records an argument and answers its placeholder.
+    pub fn bind(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        match self.dialect {
+            Dialect::Sqlite => format!("?{}", self.args.len()),
+            Dialect::Postgres => format!("${}", self.args.len()),
+        }
+    }
+
+    fn text(&mut self, s: &str) -> String {
+        self.bind(Arg::Text(s.to_string()))
+    }
+
+    /// `column IN (…)` for a list of strings; no condition for an empty list.
+    pub fn any_of<'a>(&mut self, column: &str, values: impl IntoIterator<Item = &'a str>) {
+        let ps: Vec<String> = values.into_iter().map(|v| self.text(v)).collect();
+        if !ps.is_empty() {
+            self.conditions
+                .push(format!("{column} IN ({})", ps.join(", ")));
+        }
+    }
+
+    pub fn eq(&mut self, column: &str, value: &str) {
+        let p = self.text(value);
+        self.conditions.push(format!("{column} = {p}"));
+    }
+
+    pub fn push(&mut self, condition: String) {
+        self.conditions.push(condition);
+    }
+
+    /// Limits rows to the organizations the caller may see (`column` holds the organization id).
+    pub fn visible(&mut self, column: &str, visibility: &Visibility) {
+        match visibility {
+            Visibility::All => {}
+            Visibility::Organizations(orgs) if orgs.is_empty() => {
+                self.conditions.push("1 = 0".into())
+            }
+            Visibility::Organizations(orgs) => self.any_of(column, orgs.iter().map(String::as_str)),
+        }
+    }
+
+    /// ` WHERE …` or nothing.
+    pub fn sql(&self) -> String {
+        if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conditions.join(" AND "))
+        }
+    }
+
+    fn like(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        }
+    }
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+fn like_pattern(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// The WHERE clause of an asset list (table alias `a`, labels in `asset_labels`).
+pub fn asset_filter(dialect: Dialect, q: &AssetQuery) -> Filter {
+    let mut f = Filter::new(dialect);
+    f.visible("a.organization_id", &q.visibility);
+    if let Some(org) = &q.organization_id {
+        f.eq("a.organization_id", org);
+    }
+    f.any_of("a.asset_type", q.asset_type.iter().map(|t| t.as_str()));
+    f.any_of("a.status", q.status.iter().map(|t| t.as_str()));
+    f.any_of("a.health", q.health.iter().map(|t| t.as_str()));
+    if let Some(p) = &q.provider {
+        f.eq("a.provider", p);
+    }
+    for (k, v) in &q.labels {
+        let (pk, pv) = (f.text(k), f.text(v));
+        f.push(label_exists(&pk, Some(&pv)));
+    }
+    for r in &q.selector.0 {
+        let cond = match r {
+            Requirement::Equals(k, v) => {
+                let (pk, pv) = (f.text(k), f.text(v));
+                label_exists(&pk, Some(&pv))
+            }
+            Requirement::NotEquals(k, v) => {
+                let (pk, pv) = (f.text(k), f.text(v));
+                format!("NOT {}", label_exists(&pk, Some(&pv)))
+            }
+            Requirement::Exists(k) => {
+                let pk = f.text(k);
+                label_exists(&pk, None)
+            }
+            Requirement::NotExists(k) => {
+                let pk = f.text(k);
+                format!("NOT {}", label_exists(&pk, None))
+            }
+            Requirement::In(k, vs) | Requirement::NotIn(k, vs) => {
+                let pk = f.text(k);
+                let pvs: Vec<String> = vs.iter().map(|v| f.text(v)).collect();
+                let exists = format!(
+                    "EXISTS (SELECT 1 FROM asset_labels l WHERE l.asset_id = a.id AND l.key = {pk} AND l.value IN ({}))",
+                    pvs.join(", ")
+                );
+                if matches!(r, Requirement::NotIn(..)) {
+                    format!("NOT {exists}")
+                } else {
+                    exists
+                }
+            }
+        };
+        f.push(cond);
+    }
+    if let Some(q) = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let like = f.like();
+        let p = f.bind(Arg::Text(like_pattern(q)));
+        f.push(format!(
+            "(a.name {like} {p} ESCAPE '\\' OR a.hostname {like} {p} ESCAPE '\\' OR a.ip_text {like} {p} ESCAPE '\\')"
+        ));
+    }
+    f
+}
+
+fn label_exists(pk: &str, pv: Option<&str>) -> String {
+    match pv {
+        Some(pv) => format!(
+            "EXISTS (SELECT 1 FROM asset_labels l WHERE l.asset_id = a.id AND l.key = {pk} AND l.value = {pv})"
+        ),
+        None => format!(
+            "EXISTS (SELECT 1 FROM asset_labels l WHERE l.asset_id = a.id AND l.key = {pk})"
+        ),
+    }
+}
+
+/// The WHERE clause of an event list (table alias `e`).
+pub fn event_filter(dialect: Dialect, q: &EventQuery) -> Filter {
+    let mut f = Filter::new(dialect);
+    f.visible("e.organization_id", &q.visibility);
+    if let Some(v) = &q.object_id {
+        f.eq("e.object_id", v);
+    }
+    if let Some(v) = &q.object_type {
+        f.eq("e.object_type", v);
+    }
+    if let Some(v) = &q.organization_id {
+        f.eq("e.organization_id", v);
+    }
+    f.any_of("e.type", q.event_type.iter().map(String::as_str));
+    if let Some(t) = q.since {
+        let p = f.bind(Arg::Time(t));
+        f.push(format!("e.occurred_at >= {p}"));
+    }
+    if let Some(t) = q.until {
+        let p = f.bind(Arg::Time(t));
+        f.push(format!("e.occurred_at < {p}"));
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_domain::{AssetStatus, LabelSelector};
+
+    #[test]
+    fn placeholders_and_conditions() {
+        let mut q = AssetQuery::all(Visibility::Organizations(vec!["o1".into()]));
+        q.status = vec![AssetStatus::Online, AssetStatus::Offline];
+        q.selector = LabelSelector::parse("env=prod,!db").unwrap();
+        let f = asset_filter(Dialect::Postgres, &q);
+        assert_eq!(
+            f.sql(),
+            " WHERE a.organization_id IN ($1) AND a.status IN ($2, $3) AND EXISTS (SELECT 1 FROM asset_labels l WHERE l.asset_id = a.id AND l.key = $4 AND l.value = $5) AND NOT EXISTS (SELECT 1 FROM asset_labels l WHERE l.asset_id = a.id AND l.key = $6)"
+        );
+        assert_eq!(f.args.len(), 6);
+        let f = asset_filter(Dialect::Sqlite, &q);
+        assert!(f.sql().contains("a.status IN (?2, ?3)"));
+    }
+
+    #[test]
+    fn nobody_sees_nothing() {
+        let f = asset_filter(
+            Dialect::Sqlite,
+            &AssetQuery::all(Visibility::Organizations(vec![])),
+        );
+        assert_eq!(f.sql(), " WHERE 1 = 0");
+    }
+
+    #[test]
+    fn like_escapes() {
+        assert_eq!(like_pattern("50%_a\\"), "%50\\%\\_a\\\\%");
+    }
+}

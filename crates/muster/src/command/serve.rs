@@ -1,0 +1,165 @@
+//! `muster serve`: the server on SQLite by default, or PostgreSQL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use muster_server::bootstrap::{FirstAdmin, ensure_first_admin};
+use muster_server::clock::SystemClock;
+use muster_server::config::AgentSettings;
+use muster_server::health::scheduler::HealthSettings;
+use muster_server::{AppState, ServerConfig};
+use secrecy::SecretString;
+
+use crate::settings::{StorageArgs, secret_from_file, unknown_variables};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MUSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Email of the first administrator, created on an empty database.
+    #[arg(long, env = "MUSTER_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of the first administrator (else one is generated and printed once).
+    /// Also read from MUSTER_ADMIN_PASSWORD_FILE.
+    #[arg(long, env = "MUSTER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MUSTER_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Mark the session cookie Secure (serve behind TLS).
+    #[arg(long, env = "MUSTER_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+    /// Hours a console session lasts.
+    #[arg(long, env = "MUSTER_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: i64,
+    /// Log filter (tracing's env-filter syntax).
+    #[arg(long, env = "MUSTER_LOG", default_value = "info")]
+    pub log: String,
+    /// `text` or `json`.
+    #[arg(long, env = "MUSTER_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Comma-separated CIDRs: when set, the only networks health checks may reach (unset: any
+    /// address but loopback, link-local and unspecified).
+    #[arg(long, env = "MUSTER_PROBE_NETWORKS")]
+    pub probe_networks: Option<String>,
+    /// Run scheduled health checks (`false` to only check on request).
+    #[arg(long, env = "MUSTER_HEALTH_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub health_scheduler: bool,
+    /// Asset health checks running at once.
+    #[arg(long, env = "MUSTER_HEALTH_CONCURRENCY", default_value_t = 512)]
+    pub health_concurrency: usize,
+    /// Hours raw health-check results are kept (then hourly and daily rollups).
+    #[arg(long, env = "MUSTER_HEALTH_RAW_HOURS", default_value_t = 24)]
+    pub health_raw_hours: i64,
+    /// The URL agents reach this server at, for the install script (default: the request's host).
+    #[arg(long, env = "MUSTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The agent binary to hand out at /downloads/muster-agent (default: next to this binary).
+    #[arg(long, env = "MUSTER_AGENT_BINARY")]
+    pub agent_binary: Option<std::path::PathBuf>,
+    /// Hours an agent may stay silent (down or offline) before it is removed, with the asset
+    /// only it ever wrote.
+    #[arg(long, env = "MUSTER_AGENT_CLEANUP_HOURS", default_value_t = 24)]
+    pub agent_cleanup_hours: i64,
+    /// VM Tracker compatibility (off unless set): CIDRs whose unauthenticated VM Tracker
+    /// clients may register, into the holding organization below.
+    #[arg(long, env = "MUSTER_AGENT_COMPAT_NETWORKS")]
+    pub agent_compat_networks: Option<String>,
+    /// Slug of the holding organization for VM Tracker compatibility (created on first use).
+    #[arg(
+        long,
+        env = "MUSTER_AGENT_COMPAT_ORGANIZATION",
+        default_value = "vm-tracker"
+    )]
+    pub agent_compat_organization: String,
+    /// Days agent reports are kept.
+    #[arg(long, env = "MUSTER_AGENT_REPORT_DAYS", default_value_t = 30)]
+    pub agent_report_days: i64,
+    /// Days daily health rollups are kept.
+    #[arg(long, env = "MUSTER_HEALTH_HISTORY_DAYS", default_value_t = 400)]
+    pub health_history_days: i64,
+}
+
+fn init_logging(filter: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log, &args.log_format);
+    for var in unknown_variables(std::env::vars().map(|(k, _)| k)) {
+        tracing::warn!(variable = %var, "unknown MUSTER_ variable ignored (a typo?)");
+    }
+    let url = args.storage.url()?;
+    let store = crate::storage::open(&url).await?;
+    let admin_password = match args.admin_password {
+        Some(p) => Some(SecretString::from(p)),
+        None => secret_from_file("MUSTER_ADMIN_PASSWORD")?,
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.storage.data_dir.clone(),
+        database_url: Some(url),
+        admin_email: args.admin_email,
+        admin_password,
+        body_limit: args.body_limit,
+        secure_cookies: args.secure_cookies,
+        session_hours: args.session_hours,
+        probe_networks: args.probe_networks,
+        public_url: args.public_url,
+        agent_binary: args.agent_binary,
+        agents: AgentSettings {
+            cleanup_after: chrono::Duration::hours(args.agent_cleanup_hours.max(1)),
+            report_retention: chrono::Duration::days(args.agent_report_days.max(1)),
+            compat_networks: args.agent_compat_networks,
+            compat_organization: args.agent_compat_organization,
+        },
+        health: HealthSettings {
+            scheduler: args.health_scheduler,
+            concurrency: args.health_concurrency,
+            raw_retention: chrono::Duration::hours(args.health_raw_hours.max(1)),
+            daily_retention: chrono::Duration::days(args.health_history_days.max(1)),
+            ..HealthSettings::default()
+        },
+    };
+    let state = AppState::new(store.clone(), Arc::new(SystemClock), config.clone())
+        .context("configuring health checks")?;
+    match ensure_first_admin(
+        &state,
+        config.admin_email.as_deref(),
+        config.admin_password.as_ref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the first administrator: {}", e.message))?
+    {
+        FirstAdmin::Existing => {}
+        FirstAdmin::Created { email } => {
+            tracing::info!(%email, "created the first administrator");
+        }
+        FirstAdmin::Generated { email, password } => {
+            // Printed once, to the terminal, never logged.
+            println!(
+                "\nFirst administrator created:\n  email:    {email}\n  password: {password}\nKeep it safe: it is not shown again.\n"
+            );
+        }
+    }
+    let listener = muster_server::bind(config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, storage = store.backend(), "muster listening");
+    // Scripts and tests read this line to learn the port when listening on port 0.
+    println!("muster listening on http://{addr}");
+    muster_server::serve(listener, state, muster_server::shutdown_signal()).await?;
+    Ok(())
+}

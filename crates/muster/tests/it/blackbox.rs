@@ -1,0 +1,414 @@
+//! The real `muster` binary: first start, `admin create-token`, the API over TCP, SIGTERM, and a
+//! restart that finds everything where it was.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn muster() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+    c.env("MUSTER_PROBE_NETWORKS", "127.0.0.0/8,::1/128")
+        .env("MUSTER_OUTBOUND_NETWORKS", "127.0.0.0/8,::1/128")
+        .env_remove("MUSTER_DATABASE_URL")
+        .env_remove("MUSTER_LISTEN");
+    c
+}
+
+/// Starts `muster serve` on a free port and waits for its "listening" line.
+fn start(data_dir: &std::path::Path) -> Server {
+    let mut child = muster()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("MUSTER_ADMIN_EMAIL", "root@example.com")
+        .env("MUSTER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn muster");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("muster exited before listening")
+            .expect("read stdout");
+        if let Some(url) = line.strip_prefix("muster listening on ") {
+            break url.to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn create_token(data_dir: &std::path::Path) -> String {
+    let out = muster()
+        .args(["admin", "create-token", "--name", "blackbox", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run admin create-token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn terminate(mut server: Server) -> std::process::ExitStatus {
+    let pid = server.child.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "muster did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn serve_create_token_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let http = reqwest::Client::new();
+    let health: Value = http
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["storage"], "sqlite");
+
+    let token = create_token(dir.path());
+    assert!(token.starts_with("mst_"));
+    let created = http
+        .post(format!("{}/api/infrastructure/assets", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bb-1", "asset_type": "vps", "ip_addresses": ["198.51.100.7"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(created.headers().contains_key("x-request-id"));
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unauth = http
+        .get(format!("{}/api/infrastructure/assets", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+
+    let status = terminate(server);
+    assert!(status.success(), "exit status {status:?}");
+    // A clean stop folds the WAL into the database file.
+    assert!(
+        !dir.path().join("muster.db-wal").exists()
+            || std::fs::metadata(dir.path().join("muster.db-wal"))
+                .unwrap()
+                .len()
+                == 0
+    );
+
+    // Restart on the same data: migrations are idempotent, the asset and token are still there,
+    // and no second administrator is created.
+    let server = start(dir.path());
+    let got = http
+        .get(format!("{}/api/infrastructure/assets/{id}", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let users: Value = http
+        .get(format!("{}/api/users", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users["meta"]["total"], 1);
+    assert_eq!(users["users"][0]["email"], "root@example.com");
+    assert!(terminate(server).success());
+}
+
+#[test]
+fn bad_database_url_is_a_clear_error() {
+    let out = muster()
+        .args([
+            "admin",
+            "create-token",
+            "--name",
+            "x",
+            "--database-url",
+            "mysql://nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("must start with sqlite:// or postgres://"),
+        "{err}"
+    );
+}
+
+/// An acknowledged heartbeat survives `kill -9` of the server right after the answer.
+#[tokio::test]
+async fn acknowledged_heartbeats_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let token = create_token(dir.path());
+    let http = reqwest::Client::new();
+    let org: Value = http
+        .post(format!("{}/api/organizations", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Acme", "slug": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enroll: Value = http
+        .post(format!("{}/api/agents/enrollment-tokens", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"organization_id": org["id"], "name": "kill-9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let register = |secret: String, uptime: u64| {
+        let http = http.clone();
+        let url = format!("{}/api/register", server.url);
+        async move {
+            http.post(url)
+                .bearer_auth(secret)
+                .json(&json!({"hostname": "durable", "ip_address": "10.0.0.7", "machine_id": "m-durable",
+                              "uptime_seconds": uptime}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first: Value = register(enroll["token"].as_str().unwrap().to_string(), 1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let credential = first["credential"].as_str().unwrap().to_string();
+    let agent_id = first["agent_id"].as_str().unwrap().to_string();
+    // Many acknowledged heartbeats, the last one with facts nobody else knows; then kill -9.
+    for i in 2..=50 {
+        let r = register(credential.clone(), i).await;
+        assert_eq!(r.status(), 200);
+    }
+    let last = register(credential.clone(), 424_242).await;
+    assert_eq!(last.status(), 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = start(dir.path());
+    let agent: Value = http
+        .get(format!("{}/api/agents/{agent_id}", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agent["facts"]["uptime_seconds"], 424_242, "{agent}");
+    assert!(terminate(server).success());
+}
+
+/// The `muster-agent` binary built beside `muster` (the workspace test run builds both).
+fn agent_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_muster")).with_file_name("muster-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: run the workspace's tests (./scripts/test), which build muster-agent too",
+        path.display()
+    );
+    path
+}
+
+/// Starts `muster serve` on a given port (to come back where an agent expects it).
+fn start_on(data_dir: &std::path::Path, port: u16) -> Server {
+    let mut child = muster()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("MUSTER_ADMIN_EMAIL", "root@example.com")
+        .env("MUSTER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn muster");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("muster exited").expect("read stdout");
+        if let Some(url) = line.strip_prefix("muster listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+/// Polls `GET /api/vms` until `pred` holds for the machine `hostname`, for at most 30 s.
+async fn wait_for_vm(
+    http: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    hostname: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http
+            .get(format!("{}/api/vms", server.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            && let Ok(vms) = r.json::<Value>().await
+            && let Some(vm) = vms
+                .as_array()
+                .and_then(|a| a.iter().find(|v| v["hostname"] == hostname))
+            && pred(vm)
+        {
+            return vm.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{hostname} never reached the expected state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The real agent against the real server: it waits out a server that is down, registers when it
+/// is back, heartbeats, and says goodbye on SIGTERM.
+#[tokio::test]
+async fn agent_against_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let server = start_on(dir.path(), port);
+    let token = create_token(dir.path());
+    let http = reqwest::Client::new();
+    let org: Value = http
+        .post(format!("{}/api/organizations", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Acme", "slug": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enroll: Value = http
+        .post(format!("{}/api/agents/enrollment-tokens", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"organization_id": org["id"], "name": "e2e", "max_uses": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The server goes away before the agent starts.
+    assert!(terminate(server).success());
+    let mut agent = Command::new(agent_binary())
+        .args([
+            "--api",
+            &format!("http://127.0.0.1:{port}"),
+            "--interval",
+            "1s",
+            "--retry",
+            "1s",
+            "--report-interval",
+            "0",
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("MUSTER_AGENT_TOKEN", enroll["token"].as_str().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn muster-agent");
+    // It cannot register yet; the server comes back on the same port and data.
+    let server = start_on(dir.path(), port);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let first = wait_for_vm(&http, &server, &token, &host, |vm| vm["status"] == "online").await;
+    // Heartbeats keep coming.
+    let seen = first["last_seen"].clone();
+    wait_for_vm(&http, &server, &token, &host, |vm| vm["last_seen"] != seen).await;
+    assert!(state.path().join("credential").exists());
+    // SIGTERM: a goodbye, then exit 0; the machine is offline, without a node_down alarm.
+    let ok = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(agent.wait().unwrap().success());
+    wait_for_vm(&http, &server, &token, &host, |vm| {
+        vm["status"] == "offline"
+    })
+    .await;
+    let events: Value = http
+        .get(format!("{}/api/events?type=node_down", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["meta"]["total"], 0);
+    assert!(terminate(server).success());
+}
