@@ -1,13 +1,18 @@
 //! Assets on PostgreSQL: the row, its labels in `asset_labels` for selector queries, and the event.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use muster_domain::{Asset, AssetSpec, AssetStatus, AssetType, Event, Health};
-use muster_store::sql::{Dialect, asset_filter};
+use muster_store::group_commit::BatchWrite;
+use muster_store::sql::{Dialect, asset_filter, capped_count};
+use muster_store::stats::StatsTrigger;
 use muster_store::{AssetQuery, AssetSortField, Page, Result, StoreError};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
-use crate::{PostgresStore, bind_args, bind_scalar_args, events, map_err};
+use crate::{PostgresStore, bind_args, bind_scalar_args, events, map_err, rows_changed};
 
 /// Space-separated addresses, for substring search.
 fn ip_text(asset: &Asset) -> String {
@@ -20,22 +25,26 @@ fn ip_text(asset: &Asset) -> String {
     ips.join(" ")
 }
 
-/// Writes the asset's labels to `asset_labels` in one statement, however many there are.
-async fn write_labels(conn: &mut PgConnection, asset: &Asset) -> Result<()> {
-    if asset.spec.labels.is_empty() {
+/// Writes the labels of `assets` to `asset_labels` in one statement, however many there are.
+async fn write_labels(conn: &mut PgConnection, assets: &[&Asset]) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for a in assets {
+        for (k, v) in &a.spec.labels {
+            ids.push(a.id.as_str());
+            keys.push(k.as_str());
+            values.push(v.as_str());
+        }
+    }
+    if ids.is_empty() {
         return Ok(());
     }
-    let (keys, values): (Vec<&str>, Vec<&str>) = asset
-        .spec
-        .labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .unzip();
     sqlx::query(
         "INSERT INTO asset_labels (asset_id, key, value) \
-         SELECT $1, k, v FROM UNNEST($2::text[], $3::text[]) AS l (k, v)",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
     )
-    .bind(&asset.id)
+    .bind(ids)
     .bind(keys)
     .bind(values)
     .execute(conn)
@@ -74,56 +83,75 @@ const COLUMNS: &[&str] = &[
     "version",
 ];
 
-/// Binds every column of [`COLUMNS`], in its order.
+/// Binds every column of [`COLUMNS`], in its order, with `$bind` (`bind` on a query,
+/// `push_bind` on a row of a multi-row insert).
 macro_rules! bind_asset {
-    ($q:expr, $a:expr) => {{
+    ($q:expr, $bind:ident, $a:expr) => {{
         let a: &Asset = $a;
         let s = &a.spec;
-        $q.bind(&s.name)
-            .bind(s.asset_type.as_str())
-            .bind(&s.organization_id)
-            .bind(&s.project)
-            .bind(s.status.as_str())
-            .bind(a.health.as_str())
-            .bind(&s.provider)
-            .bind(&s.provider_id)
-            .bind(&s.external_id)
-            .bind(&s.hostname)
-            .bind(Json(&s.ip_addresses))
-            .bind(ip_text(a))
-            .bind(&s.server_type)
-            .bind(s.cpu_cores.map(i64::from))
-            .bind(s.memory_gb)
-            .bind(s.disk_gb)
-            .bind(&s.datacenter)
-            .bind(&s.location)
-            .bind(Json(&s.labels))
-            .bind(&s.notes)
-            .bind(Json(&s.metadata))
-            .bind(Json(&s.health_check_config))
-            .bind(a.last_health_check_at)
-            .bind(a.last_seen_at)
-            .bind(a.created_at)
-            .bind(a.updated_at)
-            .bind(a.version)
+        $q.$bind(&s.name)
+            .$bind(s.asset_type.as_str())
+            .$bind(&s.organization_id)
+            .$bind(&s.project)
+            .$bind(s.status.as_str())
+            .$bind(a.health.as_str())
+            .$bind(&s.provider)
+            .$bind(&s.provider_id)
+            .$bind(&s.external_id)
+            .$bind(&s.hostname)
+            .$bind(Json(&s.ip_addresses))
+            .$bind(ip_text(a))
+            .$bind(&s.server_type)
+            .$bind(s.cpu_cores.map(i64::from))
+            .$bind(s.memory_gb)
+            .$bind(s.disk_gb)
+            .$bind(&s.datacenter)
+            .$bind(&s.location)
+            .$bind(Json(&s.labels))
+            .$bind(&s.notes)
+            .$bind(Json(&s.metadata))
+            .$bind(Json(&s.health_check_config))
+            .$bind(a.last_health_check_at)
+            .$bind(a.last_seen_at)
+            .$bind(a.created_at)
+            .$bind(a.updated_at)
+            .$bind(a.version)
     }};
 }
 
-pub(crate) async fn insert(store: &PostgresStore, asset: &Asset, event: &Event) -> Result<()> {
-    let mut tx = store.begin().await?;
-    let placeholders: Vec<String> = (2..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "INSERT INTO assets (id, {}) VALUES ($1, {})",
-        COLUMNS.join(", "),
-        placeholders.join(", ")
-    );
-    bind_asset!(sqlx::query(&sql).bind(&asset.id), asset)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    write_labels(&mut tx, asset).await?;
-    events::append(&mut tx, event).await?;
-    tx.commit().await.map_err(map_err)
+/// A new asset and the event that records its creation.
+pub(crate) type NewAsset = (Asset, Event);
+
+/// Writes queued creates for [`GroupCommit`](muster_store::group_commit::GroupCommit): every
+/// asset, its labels and its event, in one transaction of a few multi-row statements.
+pub(crate) struct AssetInserts {
+    pub(crate) pool: PgPool,
+    pub(crate) stats: Arc<StatsTrigger>,
+}
+
+#[async_trait]
+impl BatchWrite<NewAsset> for AssetInserts {
+    async fn write_batch(&self, items: &[NewAsset]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // 28 parameters a row, under PostgreSQL's limit of 65,535 per statement.
+        for chunk in items.chunks(2_000) {
+            let mut q = QueryBuilder::<Postgres>::new(format!(
+                "INSERT INTO assets (id, {}) ",
+                COLUMNS.join(", ")
+            ));
+            q.push_values(chunk, |mut b, (asset, _)| {
+                bind_asset!(b.push_bind(&asset.id), push_bind, asset);
+            });
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let assets: Vec<&Asset> = items.iter().map(|(a, _)| a).collect();
+        write_labels(&mut tx, &assets).await?;
+        let events: Vec<&Event> = items.iter().map(|(_, e)| e).collect();
+        events::append_all(&mut tx, &events).await?;
+        tx.commit().await.map_err(map_err)?;
+        rows_changed(&self.pool, &self.stats, items.len() as u64, 0);
+        Ok(())
+    }
 }
 
 pub(crate) async fn get(store: &PostgresStore, id: &str) -> Result<Asset> {
@@ -168,7 +196,7 @@ pub(crate) async fn update(
         n + 1,
         n + 2
     );
-    let done = bind_asset!(sqlx::query(&sql), asset)
+    let done = bind_asset!(sqlx::query(&sql), bind, asset)
         .bind(&asset.id)
         .bind(expected_version)
         .execute(&mut *tx)
@@ -182,9 +210,11 @@ pub(crate) async fn update(
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    write_labels(&mut tx, asset).await?;
+    write_labels(&mut tx, &[asset]).await?;
     events::append(&mut tx, event).await?;
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    rows_changed(&store.pool, &store.stats, 0, 1);
+    Ok(())
 }
 
 pub(crate) async fn delete(
@@ -204,17 +234,15 @@ pub(crate) async fn delete(
         return Err(missing_or_stale(&mut tx, id).await);
     }
     events::append(&mut tx, event).await?;
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    rows_changed(&store.pool, &store.stats, 0, 1);
+    Ok(())
 }
 
 pub(crate) async fn list(store: &PostgresStore, q: &AssetQuery) -> Result<Page<Asset>> {
     let f = asset_filter(Dialect::Postgres, q);
     let where_sql = f.sql();
-    let count_sql = format!("SELECT COUNT(*) FROM assets a{where_sql}");
-    let total: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
-        .fetch_one(&store.pool)
-        .await
-        .map_err(map_err)?;
+
     let dir = if q.sort.descending { "DESC" } else { "ASC" };
     // SQLite sorts NULL below every value; PostgreSQL above. Only nullable columns say so, so
     // that the others keep using their (NULLS LAST) indexes.
@@ -233,9 +261,20 @@ pub(crate) async fn list(store: &PostgresStore, q: &AssetQuery) -> Result<Page<A
         .fetch_all(&store.pool)
         .await
         .map_err(map_err)?;
+    let total = match q.page.total_from(rows.len()) {
+        Some(total) => total,
+        None => {
+            let count_sql = capped_count("assets a", &where_sql);
+            let n: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
+                .fetch_one(&store.pool)
+                .await
+                .map_err(map_err)?;
+            n as u64
+        }
+    };
     Ok(Page {
         items: rows.iter().map(from_row).collect::<Result<_>>()?,
-        total: total as u64,
+        total,
     })
 }
 

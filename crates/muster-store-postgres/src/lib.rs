@@ -12,6 +12,7 @@ mod health;
 mod identity;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +20,8 @@ use chrono::{DateTime, Utc};
 use muster_domain::health::HealthState;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken};
 use muster_domain::{ApiToken, Asset, Event, Organization, User, Visibility};
+use muster_store::group_commit::GroupCommit;
+use muster_store::stats::StatsTrigger;
 use muster_store::{
     AgentReport, AssetQuery, EventQuery, HealthRecord, HealthUpdate, Heartbeat, Page, PageRequest,
     PruneCounts, Result, Session, Store, StoreError, Uptime,
@@ -37,7 +40,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Asset creates, committed together (group commit).
+    asset_inserts: GroupCommit<assets::NewAsset>,
+    /// Changed asset rows since the planner's statistics were last refreshed.
+    stats: Arc<StatsTrigger>,
 }
+
+/// Most asset creates in one transaction.
+const MAX_INSERT_BATCH: usize = 256;
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:pass@host:port/db`) and runs the
@@ -54,11 +64,56 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
-        Ok(Self { pool })
+        // Never analyzed (`reltuples` is -1 until then): statistics now, before the first query,
+        // since autovacuum may be off.
+        let analyzed: bool = sqlx::query_scalar(
+            "SELECT reltuples >= 0 FROM pg_class WHERE oid = 'assets'::regclass",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(map_err)?;
+        if !analyzed {
+            sqlx::raw_sql(ANALYZE)
+                .execute(&pool)
+                .await
+                .map_err(map_err)?;
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM assets")
+            .fetch_one(&pool)
+            .await
+            .map_err(map_err)?;
+        let stats = Arc::new(StatsTrigger::new(rows as u64));
+        let asset_inserts = GroupCommit::spawn(
+            assets::AssetInserts {
+                pool: pool.clone(),
+                stats: stats.clone(),
+            },
+            MAX_INSERT_BATCH,
+        );
+        Ok(Self {
+            pool,
+            asset_inserts,
+            stats,
+        })
     }
 
     async fn begin(&self) -> Result<Transaction<'_, Postgres>> {
         self.pool.begin().await.map_err(map_err)
+    }
+}
+
+const ANALYZE: &str = "ANALYZE assets, asset_labels";
+
+/// Counts changed asset rows and, when statistics are due ([`StatsTrigger`]), refreshes them in
+/// the background: autovacuum would, but it may be off. A failed refresh is only logged.
+pub(crate) fn rows_changed(pool: &PgPool, stats: &StatsTrigger, inserted: u64, changed: u64) {
+    if stats.record(inserted, changed) {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::raw_sql(ANALYZE).execute(&pool).await {
+                tracing::warn!(error = %e, "could not refresh asset statistics");
+            }
+        });
     }
 }
 
@@ -263,7 +318,9 @@ impl Store for PostgresStore {
     }
 
     async fn insert_asset(&self, asset: &Asset, event: &Event) -> Result<()> {
-        assets::insert(self, asset, event).await
+        self.asset_inserts
+            .submit((asset.clone(), event.clone()))
+            .await
     }
     async fn get_asset(&self, id: &str) -> Result<Asset> {
         assets::get(self, id).await

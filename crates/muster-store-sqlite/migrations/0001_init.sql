@@ -40,7 +40,10 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_user ON sessions (user_id);
 
 CREATE TABLE assets (
-    id                    TEXT PRIMARY KEY,
+    -- A stable integer key for the search index (0004): an INTEGER PRIMARY KEY keeps its
+    -- values through VACUUM, which an implicit rowid does not.
+    seq                   INTEGER PRIMARY KEY,
+    id                    TEXT NOT NULL UNIQUE,
     name                  TEXT NOT NULL,
     asset_type            TEXT NOT NULL,
     organization_id       TEXT REFERENCES organizations (id),

@@ -1,14 +1,19 @@
 //! Assets on SQLite: the row, its labels in `asset_labels` for selector queries, and the event.
 
+use async_trait::async_trait;
 use muster_domain::{Asset, AssetSpec, AssetStatus, AssetType, Event, Health};
-use muster_store::sql::{Dialect, asset_filter};
+use muster_store::group_commit::BatchWrite;
+use muster_store::sql::{Dialect, asset_filter, capped_count};
+use muster_store::stats::StatsTrigger;
 use muster_store::{AssetQuery, Page, Result, StoreError};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::{
     SqliteStore, bind_args, bind_scalar_args, events, from_json, map_err, opt_ts, parse_opt_ts,
-    parse_ts, to_json, ts,
+    parse_ts, rows_changed, to_json, ts,
 };
 
 /// Space-separated addresses, for substring search.
@@ -22,15 +27,23 @@ fn ip_text(asset: &Asset) -> String {
     ips.join(" ")
 }
 
-async fn write_labels(conn: &mut SqliteConnection, asset: &Asset) -> Result<()> {
-    for (k, v) in &asset.spec.labels {
-        sqlx::query("INSERT INTO asset_labels (asset_id, key, value) VALUES (?, ?, ?)")
-            .bind(&asset.id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
+/// Writes the labels of `assets` to `asset_labels`, many rows to a statement.
+async fn write_labels(conn: &mut SqliteConnection, assets: &[&Asset]) -> Result<()> {
+    let rows: Vec<(&str, &str, &str)> = assets
+        .iter()
+        .flat_map(|a| {
+            a.spec
+                .labels
+                .iter()
+                .map(|(k, v)| (a.id.as_str(), k.as_str(), v.as_str()))
+        })
+        .collect();
+    for chunk in rows.chunks(10_000) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO asset_labels (asset_id, key, value) ");
+        q.push_values(chunk, |mut b, (id, k, v)| {
+            b.push_bind(*id).push_bind(*k).push_bind(*v);
+        });
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
     }
     Ok(())
 }
@@ -40,53 +53,72 @@ const COLUMNS: &str = "name, asset_type, organization_id, project, status, healt
     disk_gb, datacenter, location, labels, notes, metadata, health_check_config, \
     last_health_check_at, last_seen_at, created_at, updated_at, version";
 
+/// Binds every column of [`COLUMNS`], in its order, with `$bind` (`bind` on a query,
+/// `push_bind` on a row of a multi-row insert).
 macro_rules! bind_asset {
-    ($q:expr, $a:expr) => {{
+    ($q:expr, $bind:ident, $a:expr) => {{
         let a: &Asset = $a;
         let s = &a.spec;
-        $q.bind(&s.name)
-            .bind(s.asset_type.as_str())
-            .bind(&s.organization_id)
-            .bind(&s.project)
-            .bind(s.status.as_str())
-            .bind(a.health.as_str())
-            .bind(&s.provider)
-            .bind(&s.provider_id)
-            .bind(&s.external_id)
-            .bind(&s.hostname)
-            .bind(to_json(&s.ip_addresses))
-            .bind(ip_text(a))
-            .bind(&s.server_type)
-            .bind(s.cpu_cores.map(i64::from))
-            .bind(s.memory_gb)
-            .bind(s.disk_gb)
-            .bind(&s.datacenter)
-            .bind(&s.location)
-            .bind(to_json(&s.labels))
-            .bind(&s.notes)
-            .bind(to_json(&s.metadata))
-            .bind(to_json(&s.health_check_config))
-            .bind(opt_ts(a.last_health_check_at))
-            .bind(opt_ts(a.last_seen_at))
-            .bind(ts(a.created_at))
-            .bind(ts(a.updated_at))
-            .bind(a.version)
+        $q.$bind(&s.name)
+            .$bind(s.asset_type.as_str())
+            .$bind(&s.organization_id)
+            .$bind(&s.project)
+            .$bind(s.status.as_str())
+            .$bind(a.health.as_str())
+            .$bind(&s.provider)
+            .$bind(&s.provider_id)
+            .$bind(&s.external_id)
+            .$bind(&s.hostname)
+            .$bind(to_json(&s.ip_addresses))
+            .$bind(ip_text(a))
+            .$bind(&s.server_type)
+            .$bind(s.cpu_cores.map(i64::from))
+            .$bind(s.memory_gb)
+            .$bind(s.disk_gb)
+            .$bind(&s.datacenter)
+            .$bind(&s.location)
+            .$bind(to_json(&s.labels))
+            .$bind(&s.notes)
+            .$bind(to_json(&s.metadata))
+            .$bind(to_json(&s.health_check_config))
+            .$bind(opt_ts(a.last_health_check_at))
+            .$bind(opt_ts(a.last_seen_at))
+            .$bind(ts(a.created_at))
+            .$bind(ts(a.updated_at))
+            .$bind(a.version)
     }};
 }
 
-pub(crate) async fn insert(store: &SqliteStore, asset: &Asset, event: &Event) -> Result<()> {
-    let mut tx = store.begin().await?;
-    let sql = format!(
-        "INSERT INTO assets (id, {COLUMNS}) VALUES (?, {})",
-        ["?"; 27].join(", ")
-    );
-    bind_asset!(sqlx::query(&sql).bind(&asset.id), asset)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    write_labels(&mut tx, asset).await?;
-    events::append(&mut tx, event).await?;
-    tx.commit().await.map_err(map_err)
+/// A new asset and the event that records its creation.
+pub(crate) type NewAsset = (Asset, Event);
+
+/// Writes queued creates for [`GroupCommit`]: every asset, its labels and its event, in one
+/// transaction of a few multi-row statements.
+pub(crate) struct AssetInserts {
+    pub(crate) writer: SqlitePool,
+    pub(crate) stats: Arc<StatsTrigger>,
+}
+
+#[async_trait]
+impl BatchWrite<NewAsset> for AssetInserts {
+    async fn write_batch(&self, items: &[NewAsset]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        // 28 parameters a row, under SQLite's limit of 32,766 per statement.
+        for chunk in items.chunks(1_000) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO assets (id, {COLUMNS}) "));
+            q.push_values(chunk, |mut b, (asset, _)| {
+                bind_asset!(b.push_bind(&asset.id), push_bind, asset);
+            });
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let assets: Vec<&Asset> = items.iter().map(|(a, _)| a).collect();
+        write_labels(&mut tx, &assets).await?;
+        let events: Vec<&Event> = items.iter().map(|(_, e)| e).collect();
+        events::append_all(&mut tx, &events).await?;
+        tx.commit().await.map_err(map_err)?;
+        rows_changed(&self.writer, &self.stats, items.len() as u64, 0).await;
+        Ok(())
+    }
 }
 
 pub(crate) async fn get(store: &SqliteStore, id: &str) -> Result<Asset> {
@@ -127,7 +159,7 @@ pub(crate) async fn update(
         "UPDATE assets SET {} WHERE id = ? AND version = ?",
         sets.join(", ")
     );
-    let done = bind_asset!(sqlx::query(&sql), asset)
+    let done = bind_asset!(sqlx::query(&sql), bind, asset)
         .bind(&asset.id)
         .bind(expected_version)
         .execute(&mut *tx)
@@ -141,9 +173,11 @@ pub(crate) async fn update(
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    write_labels(&mut tx, asset).await?;
+    write_labels(&mut tx, &[asset]).await?;
     events::append(&mut tx, event).await?;
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    rows_changed(&store.writer, &store.stats, 0, 1).await;
+    Ok(())
 }
 
 pub(crate) async fn delete(
@@ -163,17 +197,15 @@ pub(crate) async fn delete(
         return Err(missing_or_stale(&mut tx, id).await);
     }
     events::append(&mut tx, event).await?;
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    rows_changed(&store.writer, &store.stats, 0, 1).await;
+    Ok(())
 }
 
 pub(crate) async fn list(store: &SqliteStore, q: &AssetQuery) -> Result<Page<Asset>> {
     let f = asset_filter(Dialect::Sqlite, q);
     let where_sql = f.sql();
-    let count_sql = format!("SELECT COUNT(*) FROM assets a{where_sql}");
-    let total: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
-        .fetch_one(&store.reader)
-        .await
-        .map_err(map_err)?;
+
     let dir = if q.sort.descending { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT a.* FROM assets a{where_sql} ORDER BY a.{col} {dir}, a.id {dir} LIMIT {} OFFSET {}",
@@ -185,9 +217,20 @@ pub(crate) async fn list(store: &SqliteStore, q: &AssetQuery) -> Result<Page<Ass
         .fetch_all(&store.reader)
         .await
         .map_err(map_err)?;
+    let total = match q.page.total_from(rows.len()) {
+        Some(total) => total,
+        None => {
+            let count_sql = capped_count("assets a", &where_sql);
+            let n: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
+                .fetch_one(&store.reader)
+                .await
+                .map_err(map_err)?;
+            n as u64
+        }
+    };
     Ok(Page {
         items: rows.iter().map(from_row).collect::<Result<_>>()?,
-        total: total as u64,
+        total,
     })
 }
 

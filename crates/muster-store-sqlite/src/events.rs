@@ -1,36 +1,43 @@
 //! Events on SQLite: appended inside the writer's transactions, listed newest first.
 
 use muster_domain::{Actor, ActorKind, Event, Severity};
-use muster_store::sql::{Dialect, event_filter};
+use muster_store::sql::{Dialect, capped_count, event_filter};
 use muster_store::{EventQuery, Page, Result, StoreError};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::{SqliteStore, bind_args, bind_scalar_args, from_json, map_err, parse_ts, to_json, ts};
 
+const COLUMNS: &str = "INSERT INTO events (id, occurred_at, type, severity, organization_id, \
+    object_type, object_id, actor_type, actor_id, actor_name, message, changes, details) ";
+
 /// Appends `event` in the caller's transaction.
 pub(crate) async fn append(conn: &mut SqliteConnection, event: &Event) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO events (id, occurred_at, type, severity, organization_id, object_type, object_id, \
-         actor_type, actor_id, actor_name, message, changes, details) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.id)
-    .bind(ts(event.occurred_at))
-    .bind(&event.event_type)
-    .bind(event.severity.as_str())
-    .bind(&event.organization_id)
-    .bind(&event.object_type)
-    .bind(&event.object_id)
-    .bind(event.actor.kind.as_str())
-    .bind(&event.actor.id)
-    .bind(&event.actor.name)
-    .bind(&event.message)
-    .bind(event.changes.as_ref().map(to_json))
-    .bind(event.details.as_ref().map(to_json))
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
+    append_all(conn, &[event]).await
+}
+
+/// Appends `events` in the caller's transaction, many rows to a statement.
+pub(crate) async fn append_all(conn: &mut SqliteConnection, events: &[&Event]) -> Result<()> {
+    // 13 parameters a row, under SQLite's limit of 32,766 per statement.
+    for chunk in events.chunks(2_000) {
+        let mut q = QueryBuilder::<Sqlite>::new(COLUMNS);
+        q.push_values(chunk, |mut b, event| {
+            b.push_bind(&event.id)
+                .push_bind(ts(event.occurred_at))
+                .push_bind(&event.event_type)
+                .push_bind(event.severity.as_str())
+                .push_bind(&event.organization_id)
+                .push_bind(&event.object_type)
+                .push_bind(&event.object_id)
+                .push_bind(event.actor.kind.as_str())
+                .push_bind(&event.actor.id)
+                .push_bind(&event.actor.name)
+                .push_bind(&event.message)
+                .push_bind(event.changes.as_ref().map(to_json))
+                .push_bind(event.details.as_ref().map(to_json));
+        });
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
     Ok(())
 }
 
@@ -63,11 +70,7 @@ fn from_row(r: &SqliteRow) -> Result<Event> {
 pub(crate) async fn list(store: &SqliteStore, q: &EventQuery) -> Result<Page<Event>> {
     let f = event_filter(Dialect::Sqlite, q);
     let where_sql = f.sql();
-    let count_sql = format!("SELECT COUNT(*) FROM events e{where_sql}");
-    let total: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
-        .fetch_one(&store.reader)
-        .await
-        .map_err(map_err)?;
+
     let sql = format!(
         "SELECT e.* FROM events e{where_sql} ORDER BY e.seq DESC LIMIT {} OFFSET {}",
         q.page.limit(),
@@ -77,8 +80,19 @@ pub(crate) async fn list(store: &SqliteStore, q: &EventQuery) -> Result<Page<Eve
         .fetch_all(&store.reader)
         .await
         .map_err(map_err)?;
+    let total = match q.page.total_from(rows.len()) {
+        Some(total) => total,
+        None => {
+            let count_sql = capped_count("events e", &where_sql);
+            let n: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
+                .fetch_one(&store.reader)
+                .await
+                .map_err(map_err)?;
+            n as u64
+        }
+    };
     Ok(Page {
         items: rows.iter().map(from_row).collect::<Result<_>>()?,
-        total: total as u64,
+        total,
     })
 }

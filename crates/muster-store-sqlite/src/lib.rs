@@ -12,6 +12,7 @@ mod health;
 mod identity;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +20,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use muster_domain::health::HealthState;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken};
 use muster_domain::{ApiToken, Asset, Event, Organization, User, Visibility};
+use muster_store::group_commit::GroupCommit;
+use muster_store::stats::StatsTrigger;
 use muster_store::{
     AgentReport, AssetQuery, EventQuery, HealthRecord, HealthUpdate, Heartbeat, Page, PageRequest,
     PruneCounts, Result, Session, Store, StoreError, Uptime,
@@ -30,11 +33,18 @@ use sqlx::{Sqlite, Transaction};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Most asset creates in one transaction.
+const MAX_INSERT_BATCH: usize = 256;
+
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Asset creates, committed together (group commit) on the writer.
+    asset_inserts: GroupCommit<assets::NewAsset>,
+    /// Changed asset rows since the planner's statistics were last refreshed.
+    stats: Arc<StatsTrigger>,
 }
 
 impl SqliteStore {
@@ -50,30 +60,75 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // ANALYZE reads about this many rows of each index: statistics good enough for the
+            // planner, in milliseconds whatever the table's size.
+            .analysis_limit(1000);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options.clone().optimize_on_close(true, 1000))
             .await
             .map_err(map_err)?;
         MIGRATOR
             .run(&writer)
             .await
             .map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
+        // Statistics for every table that lacks them or outgrew them, before the first query.
+        sqlx::query("PRAGMA optimize = 0x10002")
+            .execute(&writer)
+            .await
+            .map_err(map_err)?;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM assets")
+            .fetch_one(&writer)
+            .await
+            .map_err(map_err)?;
+        let stats = Arc::new(StatsTrigger::new(rows as u64));
+        let asset_inserts = GroupCommit::spawn(
+            assets::AssetInserts {
+                writer: writer.clone(),
+                stats: stats.clone(),
+            },
+            MAX_INSERT_BATCH,
+        );
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            asset_inserts,
+            stats,
+        })
     }
 
     async fn begin(&self) -> Result<Transaction<'_, Sqlite>> {
         // BEGIN IMMEDIATE is implied: the single writer connection never contends.
         self.writer.begin().await.map_err(map_err)
+    }
+}
+
+/// Counts changed asset rows and refreshes the planner's statistics when they are due
+/// ([`StatsTrigger`]). A failed refresh is logged, never the writer's error.
+pub(crate) async fn rows_changed(
+    writer: &SqlitePool,
+    stats: &StatsTrigger,
+    inserted: u64,
+    changed: u64,
+) {
+    if stats.record(inserted, changed) {
+        let started = std::time::Instant::now();
+        match sqlx::raw_sql("ANALYZE assets; ANALYZE asset_labels;")
+            .execute(writer)
+            .await
+        {
+            Ok(_) => tracing::debug!(elapsed = ?started.elapsed(), "refreshed asset statistics"),
+            Err(e) => tracing::warn!(error = %e, "could not refresh asset statistics"),
+        }
     }
 }
 
@@ -268,7 +323,9 @@ impl Store for SqliteStore {
     }
 
     async fn insert_asset(&self, asset: &Asset, event: &Event) -> Result<()> {
-        assets::insert(self, asset, event).await
+        self.asset_inserts
+            .submit((asset.clone(), event.clone()))
+            .await
     }
     async fn get_asset(&self, id: &str) -> Result<Asset> {
         assets::get(self, id).await

@@ -5,9 +5,11 @@
 //! in one transaction (the transactional outbox), or neither.
 
 pub mod agents;
+pub mod group_commit;
 pub mod health;
 pub mod query;
 pub mod sql;
+pub mod stats;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -34,11 +34,27 @@ impl PageRequest {
     }
 }
 
-/// One page of results and how many there are in all.
+/// Lists count their matches exactly up to this many; a larger total is reported as
+/// `COUNT_LIMIT + 1` ("more than 10,000"), because counting a large match set costs more than the
+/// page itself (Elasticsearch's `track_total_hits` makes the same trade).
+pub const COUNT_LIMIT: u64 = 10_000;
+
+/// One page of results and how many there are in all (at most `COUNT_LIMIT + 1`, which means
+/// "more than `COUNT_LIMIT`").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: u64,
+}
+
+impl PageRequest {
+    /// The total of a list when its page tells it without counting: a page shorter than asked
+    /// for is the last one, unless it lies past the end (empty, and not the first page).
+    pub fn total_from(&self, rows: usize) -> Option<u64> {
+        let rows = rows as u64;
+        let short = rows < u64::from(self.per_page);
+        (short && (rows > 0 || self.page == 1)).then(|| self.offset() as u64 + rows)
+    }
 }
 
 /// What assets can be sorted by.
@@ -190,6 +206,17 @@ mod tests {
         assert_eq!(s("status:desc"), Some((AssetSortField::Status, true)));
         assert_eq!(s("health:asc"), Some((AssetSortField::Health, false)));
         assert_eq!(s("password"), None);
+    }
+
+    #[test]
+    fn short_pages_tell_their_total() {
+        let p = |page, per_page| PageRequest { page, per_page };
+        assert_eq!(p(1, 50).total_from(0), Some(0));
+        assert_eq!(p(1, 50).total_from(7), Some(7));
+        assert_eq!(p(3, 50).total_from(7), Some(107));
+        // A full page may have more behind it; an empty page past the end says nothing.
+        assert_eq!(p(1, 50).total_from(50), None);
+        assert_eq!(p(3, 50).total_from(0), None);
     }
 
     #[test]

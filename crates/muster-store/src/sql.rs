@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use muster_domain::Visibility;
 use muster_domain::label::Requirement;
 
-use crate::query::{AssetQuery, EventQuery};
+use crate::query::{AssetQuery, COUNT_LIMIT, EventQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -91,13 +91,6 @@ impl Filter {
             format!(" WHERE {}", self.conditions.join(" AND "))
         }
     }
-
-    fn like(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "LIKE",
-            Dialect::Postgres => "ILIKE",
-        }
-    }
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
@@ -112,6 +105,15 @@ fn like_pattern(s: &str) -> String {
     }
     out.push('%');
     out
+}
+
+/// Counts the rows of `from` (a table and its alias) that match `where_sql`, stopping after
+/// [`COUNT_LIMIT`] + 1 of them.
+pub fn capped_count(from: &str, where_sql: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {from}{where_sql} LIMIT {}) AS matches",
+        COUNT_LIMIT + 1
+    )
 }
 
 /// The WHERE clause of an asset list (table alias `a`, labels in `asset_labels`).
@@ -166,13 +168,43 @@ pub fn asset_filter(dialect: Dialect, q: &AssetQuery) -> Filter {
         f.push(cond);
     }
     if let Some(q) = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        let like = f.like();
-        let p = f.bind(Arg::Text(like_pattern(q)));
-        f.push(format!(
-            "(a.name {like} {p} ESCAPE '\\' OR a.hostname {like} {p} ESCAPE '\\' OR a.ip_text {like} {p} ESCAPE '\\')"
-        ));
+        let condition = search_condition(&mut f, q);
+        f.push(condition);
     }
     f
+}
+
+/// The text `q` searches on PostgreSQL: one expression, so that one trigram index
+/// (`assets_search`, migration 0004) serves it. The separators are newlines, which names,
+/// hostnames and addresses cannot hold, so a term never matches across two fields.
+pub const PG_SEARCH_TEXT: &str =
+    "(a.name || E'\\n' || coalesce(a.hostname, '') || E'\\n' || a.ip_text)";
+
+/// `q`: a case-insensitive substring of the name, hostname or an address, through a trigram
+/// index where the term is long enough for one (three characters; shorter terms scan).
+fn search_condition(f: &mut Filter, q: &str) -> String {
+    match f.dialect {
+        Dialect::Sqlite if q.chars().count() >= 3 => {
+            let p = f.bind(Arg::Text(fts_phrase(q)));
+            format!("a.seq IN (SELECT rowid FROM assets_search WHERE assets_search MATCH {p})")
+        }
+        Dialect::Sqlite => {
+            let p = f.bind(Arg::Text(like_pattern(q)));
+            format!(
+                "(a.name LIKE {p} ESCAPE '\\' OR a.hostname LIKE {p} ESCAPE '\\' OR a.ip_text LIKE {p} ESCAPE '\\')"
+            )
+        }
+        Dialect::Postgres => {
+            let p = f.bind(Arg::Text(like_pattern(q)));
+            format!("{PG_SEARCH_TEXT} ILIKE {p} ESCAPE '\\'")
+        }
+    }
+}
+
+/// An FTS5 phrase that matches `term` as a substring under the trigram tokenizer: the term in
+/// double quotes, inner quotes doubled, so no character of it is read as query syntax.
+fn fts_phrase(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
 }
 
 fn label_exists(pk: &str, pv: Option<&str>) -> String {
@@ -238,6 +270,24 @@ mod tests {
             &AssetQuery::all(Visibility::Organizations(vec![])),
         );
         assert_eq!(f.sql(), " WHERE 1 = 0");
+    }
+
+    #[test]
+    fn search_uses_the_trigram_index_for_long_enough_terms() {
+        let mut q = AssetQuery::all(Visibility::All);
+        q.q = Some(" web\"1 ".into());
+        let f = asset_filter(Dialect::Sqlite, &q);
+        assert!(f.sql().contains("assets_search MATCH ?1"), "{}", f.sql());
+        assert_eq!(f.args, vec![Arg::Text("\"web\"\"1\"".into())]);
+        q.q = Some("we".into());
+        let f = asset_filter(Dialect::Sqlite, &q);
+        assert!(f.sql().contains("a.name LIKE ?1"), "{}", f.sql());
+        let f = asset_filter(Dialect::Postgres, &q);
+        assert_eq!(
+            f.sql(),
+            format!(" WHERE {PG_SEARCH_TEXT} ILIKE $1 ESCAPE '\\'")
+        );
+        assert_eq!(f.args, vec![Arg::Text("%we%".into())]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod users;
 use axum::http::{HeaderMap, HeaderValue, header};
 use muster_domain::{Actor, Event, Severity};
 use muster_store::PageRequest;
-use muster_store::query::MAX_PER_PAGE;
+use muster_store::query::{COUNT_LIMIT, MAX_PER_PAGE};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -28,7 +28,11 @@ use crate::state::AppState;
 pub struct ListMeta {
     pub page: u32,
     pub per_page: u32,
+    /// How many objects match, counted exactly up to 10,000; above that, 10,000 with
+    /// `total_exact: false`.
     pub total: u64,
+    /// False when there are more than `total` matches.
+    pub total_exact: bool,
 }
 
 impl ListMeta {
@@ -36,7 +40,8 @@ impl ListMeta {
         Self {
             page: page.page,
             per_page: page.per_page,
-            total,
+            total: total.min(COUNT_LIMIT),
+            total_exact: total <= COUNT_LIMIT,
         }
     }
 }

@@ -41,6 +41,9 @@ backend_cases! {
         list_assets_filters_by_labels_and_selectors,
         list_assets_searches_name_hostname_and_addresses,
         list_assets_search_treats_wildcards_literally,
+        list_assets_search_follows_renames_and_deletes,
+        list_assets_counts_exactly_up_to_the_limit,
+        concurrent_inserts_commit_together_and_a_conflict_fails_alone,
         list_assets_respects_visibility,
         list_assets_sorts_with_id_tie_break,
         list_assets_pages_without_overlap,
@@ -1433,6 +1436,124 @@ async fn list_assets_search_treats_wildcards_literally(store: Arc<dyn Store>) {
     for &(text, want) in cases {
         expect_names(s, &search(text), want).await;
     }
+}
+
+async fn list_assets_search_follows_renames_and_deletes(store: Arc<dyn Store>) {
+    let s = &*store;
+    let search = |text: &str| {
+        let mut q = AssetQuery::all(Visibility::All);
+        q.q = Some(text.to_string());
+        q
+    };
+    let mut a = asset("old-name");
+    a.spec.hostname = Some("first.example".into());
+    let a = add_asset(s, a).await;
+    let kept = add_asset(s, asset("bystander")).await;
+    expect_names(s, &search("old-na"), &["old-name"]).await;
+
+    let mut renamed = a.clone();
+    renamed.spec.name = "new-name".into();
+    renamed.spec.hostname = None;
+    renamed.spec.ip_addresses = vec![IpAddress {
+        address: "192.0.2.77".parse().unwrap(),
+        public: true,
+    }];
+    renamed.version = a.version + 1;
+    s.update_asset(&renamed, a.version, &asset_event("asset.updated", &renamed))
+        .await
+        .expect("rename");
+    expect_names(s, &search("old-na"), &[]).await;
+    expect_names(s, &search("first.ex"), &[]).await;
+    expect_names(s, &search("new-na"), &["new-name"]).await;
+    expect_names(s, &search("2.77"), &["new-name"]).await;
+
+    // An update that leaves the searched fields alone keeps the asset findable.
+    let mut noted = renamed.clone();
+    noted.spec.notes = Some("moved racks".into());
+    noted.version = renamed.version + 1;
+    s.update_asset(&noted, renamed.version, &asset_event("asset.updated", &noted))
+        .await
+        .expect("note");
+    expect_names(s, &search("new-na"), &["new-name"]).await;
+
+    s.delete_asset(&noted.id, noted.version, &asset_event("asset.deleted", &noted))
+        .await
+        .expect("delete");
+    expect_names(s, &search("new-na"), &[]).await;
+    expect_names(s, &search("stand"), &[kept.spec.name.as_str()]).await;
+}
+
+async fn list_assets_counts_exactly_up_to_the_limit(store: Arc<dyn Store>) {
+    use muster_store::query::COUNT_LIMIT;
+    let s = &*store;
+    let n = COUNT_LIMIT as usize + 5;
+    let inserts = (0..n).map(|i| {
+        let mut a = asset(&format!("bulk-{i:05}"));
+        if i % 1000 == 0 {
+            a.spec.status = AssetStatus::Maintenance;
+        }
+        async move { add_asset(s, a).await }
+    });
+    futures::future::join_all(inserts).await;
+
+    let mut all = AssetQuery::all(Visibility::All);
+    all.page = PageRequest {
+        page: 1,
+        per_page: 10,
+    };
+    let page = s.list_assets(&all).await.expect("list");
+    assert_eq!(page.items.len(), 10);
+    assert_eq!(page.total, COUNT_LIMIT + 1, "counting stops past the limit");
+
+    // The last page of all: its rows are exact, its total still capped.
+    all.page.page = (n as u32).div_ceil(10);
+    let last = s.list_assets(&all).await.expect("last page");
+    assert_eq!(last.items.len(), 5);
+    assert_eq!(last.total, n as u64);
+
+    let mut few = AssetQuery::all(Visibility::All);
+    few.status = vec![AssetStatus::Maintenance];
+    few.page.per_page = 5;
+    let page = s.list_assets(&few).await.expect("filtered");
+    assert_eq!((page.items.len(), page.total), (5, 11), "a small set is counted exactly");
+    few.page.page = 9;
+    let past = s.list_assets(&few).await.expect("past the end");
+    assert_eq!((past.items.len(), past.total), (0, 11));
+}
+
+async fn concurrent_inserts_commit_together_and_a_conflict_fails_alone(store: Arc<dyn Store>) {
+    let s = &*store;
+    let taken = {
+        let mut a = asset("first");
+        a.spec.external_id = Some("hetzner-1".into());
+        add_asset(s, a).await
+    };
+    let events_before = event_total(s).await;
+    let attempts = (0..50).map(|i| {
+        let mut a = asset(&format!("many-{i:02}"));
+        if i == 25 {
+            a.spec.external_id = taken.spec.external_id.clone();
+        }
+        async move {
+            let r = s.insert_asset(&a, &asset_event("asset.created", &a)).await;
+            (i, r)
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    for (i, r) in results {
+        match (i, r) {
+            (25, Err(StoreError::Conflict(m))) => assert!(m.contains("external_id"), "{m}"),
+            (25, other) => panic!("the duplicate external_id got {other:?}"),
+            (_, Err(e)) => panic!("insert {i} failed beside the conflict: {e}"),
+            (_, Ok(())) => {}
+        }
+    }
+    let all = s
+        .list_assets(&AssetQuery::all(Visibility::All))
+        .await
+        .expect("list");
+    assert_eq!(all.total, 50, "49 new and the first");
+    assert_eq!(event_total(s).await, events_before + 49, "one event per landed create");
 }
 
 async fn list_assets_respects_visibility(store: Arc<dyn Store>) {
