@@ -269,15 +269,27 @@ impl FromRequestParts<AppState> for Caller {
         let check = check_of(parts);
         let now = state.clock.now();
         if let Some(secret) = bearer(&parts.headers) {
-            let (token, user) = state
-                .store
-                .authenticate_token(&hash_secret(secret))
-                .await
-                .map_err(store_failure)?;
+            let hash = hash_secret(secret);
+            let (token, user) = match state.recent.tokens.get(&hash) {
+                Some(known) => known,
+                None => {
+                    let known = state
+                        .store
+                        .authenticate_token(&hash)
+                        .await
+                        .map_err(store_failure)?;
+                    state.recent.tokens.put(hash.clone(), known.clone());
+                    known
+                }
+            };
             if token.is_expired(now) {
                 return Err(ApiError::unauthorized("the token has expired"));
             }
             if token.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
+                state
+                    .recent
+                    .tokens
+                    .update(&hash, |(t, _)| t.last_used_at = Some(now));
                 let store = state.store.clone();
                 let id = token.id.clone();
                 tokio::spawn(async move {

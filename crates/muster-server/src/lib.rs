@@ -16,6 +16,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod observe;
+pub mod recent;
 pub mod request_id;
 pub mod secrets;
 pub mod state;

@@ -6,13 +6,14 @@ use muster_store::Store;
 
 use muster_domain::agent::Liveness;
 
-use crate::agents::batcher::Batcher;
+use crate::agents::batcher;
 use crate::agents::{AgentService, CredentialCache};
 use crate::auth::LoginThrottle;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::health::{HealthService, Prober};
 use crate::metrics::Metrics;
+use crate::recent::RecentFacts;
 
 /// Cheap to clone: everything sits behind `Arc`s.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub login_throttle: Arc<LoginThrottle>,
     pub health: Arc<HealthService>,
     pub agents: Arc<AgentService>,
+    /// Tokens and organizations read in the last few seconds.
+    pub recent: Arc<RecentFacts>,
 }
 
 impl AppState {
@@ -62,9 +65,10 @@ impl AppState {
             agents: Arc::new(AgentService {
                 cache: CredentialCache::default(),
                 compat,
-                heartbeats: Batcher::spawn(store.clone()),
+                heartbeats: batcher::spawn(store.clone())?,
                 liveness: Liveness::default(),
             }),
+            recent: Arc::new(RecentFacts::default()),
             store,
         })
     }

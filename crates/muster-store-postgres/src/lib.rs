@@ -89,7 +89,8 @@ impl PostgresStore {
                 stats: stats.clone(),
             },
             MAX_INSERT_BATCH,
-        );
+        )
+        .map_err(|e| StoreError::Other(format!("cannot start the asset writer: {e}")))?;
         Ok(Self {
             pool,
             asset_inserts,

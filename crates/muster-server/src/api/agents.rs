@@ -438,7 +438,7 @@ async fn heartbeat(
                 "storage_unavailable",
                 "the heartbeat could not be stored; retry",
             );
-            err.cause = Some(e);
+            err.cause = Some(e.to_string());
             err
         })?;
     if changed {

@@ -130,8 +130,14 @@ fn asset_not_found(e: StoreError) -> ApiError {
 /// 422 unless the organization exists.
 async fn ensure_organization(state: &AppState, org: Option<&str>) -> ApiResult<()> {
     let Some(org) = org else { return Ok(()) };
+    if state.recent.organizations.get(org).is_some() {
+        return Ok(());
+    }
     match state.store.get_organization(org).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            state.recent.organizations.put(org.to_string(), ());
+            Ok(())
+        }
         Err(StoreError::NotFound) => Err(ApiError::invalid_field(
             "organization_id",
             "no such organization",

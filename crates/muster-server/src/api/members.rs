@@ -147,6 +147,7 @@ async fn write_membership(
         },
     );
     state.store.update_user(&user, None, &event).await?;
+    state.recent.identity_changed();
     Ok(user)
 }
 

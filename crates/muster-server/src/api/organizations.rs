@@ -211,6 +211,7 @@ async fn update_organization(
         .update_organization(&org, &event)
         .await
         .map_err(not_found)?;
+    state.recent.identity_changed();
     Ok(Json(org))
 }
 
@@ -246,5 +247,6 @@ async fn delete_organization(
         .delete_organization(&id, &event)
         .await
         .map_err(not_found)?;
+    state.recent.identity_changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -182,5 +182,6 @@ async fn delete_token(
         },
     );
     state.store.delete_token(&token.id, &event).await?;
+    state.recent.identity_changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -219,6 +219,7 @@ async fn update_user(
             StoreError::Conflict(_) => ApiError::conflict("a user with this email exists"),
             other => not_found(other),
         })?;
+    state.recent.identity_changed();
     Ok(Json(user))
 }
 
@@ -256,5 +257,6 @@ async fn delete_user(
         .delete_user(&id, &event)
         .await
         .map_err(not_found)?;
+    state.recent.identity_changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -263,7 +263,7 @@ async fn asset_filters_sort_and_pages(store: Arc<dyn Store>) {
     let r = app.get(&format!("{ASSETS}?per_page=3&page=2")).await;
     assert_eq!(
         r.body["meta"],
-        json!({"page": 2, "per_page": 3, "total": 4})
+        json!({"page": 2, "per_page": 3, "total": 4, "total_exact": true})
     );
     for bad in [
         "?status=sleeping",

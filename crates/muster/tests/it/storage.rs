@@ -1471,14 +1471,22 @@ async fn list_assets_search_follows_renames_and_deletes(store: Arc<dyn Store>) {
     let mut noted = renamed.clone();
     noted.spec.notes = Some("moved racks".into());
     noted.version = renamed.version + 1;
-    s.update_asset(&noted, renamed.version, &asset_event("asset.updated", &noted))
-        .await
-        .expect("note");
+    s.update_asset(
+        &noted,
+        renamed.version,
+        &asset_event("asset.updated", &noted),
+    )
+    .await
+    .expect("note");
     expect_names(s, &search("new-na"), &["new-name"]).await;
 
-    s.delete_asset(&noted.id, noted.version, &asset_event("asset.deleted", &noted))
-        .await
-        .expect("delete");
+    s.delete_asset(
+        &noted.id,
+        noted.version,
+        &asset_event("asset.deleted", &noted),
+    )
+    .await
+    .expect("delete");
     expect_names(s, &search("new-na"), &[]).await;
     expect_names(s, &search("stand"), &[kept.spec.name.as_str()]).await;
 }
@@ -1515,7 +1523,11 @@ async fn list_assets_counts_exactly_up_to_the_limit(store: Arc<dyn Store>) {
     few.status = vec![AssetStatus::Maintenance];
     few.page.per_page = 5;
     let page = s.list_assets(&few).await.expect("filtered");
-    assert_eq!((page.items.len(), page.total), (5, 11), "a small set is counted exactly");
+    assert_eq!(
+        (page.items.len(), page.total),
+        (5, 11),
+        "a small set is counted exactly"
+    );
     few.page.page = 9;
     let past = s.list_assets(&few).await.expect("past the end");
     assert_eq!((past.items.len(), past.total), (0, 11));
@@ -1553,7 +1565,11 @@ async fn concurrent_inserts_commit_together_and_a_conflict_fails_alone(store: Ar
         .await
         .expect("list");
     assert_eq!(all.total, 50, "49 new and the first");
-    assert_eq!(event_total(s).await, events_before + 49, "one event per landed create");
+    assert_eq!(
+        event_total(s).await,
+        events_before + 49,
+        "one event per landed create"
+    );
 }
 
 async fn list_assets_respects_visibility(store: Arc<dyn Store>) {
