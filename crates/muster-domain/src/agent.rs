@@ -7,8 +7,9 @@
 //! flaps by design.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::FieldErrors;
 use crate::asset::string_enum;
 
 string_enum!(
@@ -44,10 +45,16 @@ pub struct Agent {
     pub owns_asset: bool,
 }
 
-/// Liveness thresholds, in missed heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Liveness thresholds, in missed heartbeats: `{"stale_after": 3, "down_after": 6}`. The
+/// server's default, an organization's (`agent_liveness`) or an asset's
+/// (`health_check_config.agent_liveness`); the most specific one set wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Liveness {
+    /// Missed heartbeats after which the agent is `stale` (1 to 1000).
     pub stale_after: u32,
+    /// Missed heartbeats after which it is `down` (more than `stale_after`, at most 10,000).
     pub down_after: u32,
 }
 
@@ -82,6 +89,24 @@ impl LivenessChange {
 }
 
 impl Liveness {
+    /// Records what is wrong with these thresholds under `field`.
+    pub fn validate(&self, field: &str, errors: &mut FieldErrors) {
+        if !(1..=1000).contains(&self.stale_after) {
+            errors.add(format!("{field}.stale_after"), "must be between 1 and 1000");
+        }
+        if self.down_after <= self.stale_after || self.down_after > 10_000 {
+            errors.add(
+                format!("{field}.down_after"),
+                "must be more than stale_after, and at most 10000",
+            );
+        }
+    }
+
+    /// The thresholds for an agent: its asset's, else its organization's, else the default.
+    pub fn resolve(asset: Option<Liveness>, organization: Option<Liveness>, default: Self) -> Self {
+        asset.or(organization).unwrap_or(default)
+    }
+
     /// The status an agent has at `now`, given its last heartbeat and interval. An `offline`
     /// agent (it said goodbye) stays offline until it heartbeats again.
     pub fn status_at(
@@ -124,6 +149,41 @@ mod tests {
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn thresholds_are_checked_and_the_most_specific_wins() {
+        let mut e = FieldErrors::default();
+        Liveness {
+            stale_after: 0,
+            down_after: 0,
+        }
+        .validate("agent_liveness", &mut e);
+        let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["agent_liveness.stale_after", "agent_liveness.down_after"]
+        );
+        let mut e = FieldErrors::default();
+        Liveness {
+            stale_after: 2,
+            down_after: 4,
+        }
+        .validate("x", &mut e);
+        assert!(e.0.is_empty());
+
+        let org = Liveness {
+            stale_after: 5,
+            down_after: 10,
+        };
+        let asset = Liveness {
+            stale_after: 1,
+            down_after: 2,
+        };
+        let d = Liveness::default();
+        assert_eq!(Liveness::resolve(Some(asset), Some(org), d), asset);
+        assert_eq!(Liveness::resolve(None, Some(org), d), org);
+        assert_eq!(Liveness::resolve(None, None, d), d);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::Liveness;
 use crate::asset::{AssetStatus, AssetType, Health, string_enum};
 use crate::validation::FieldErrors;
 
@@ -155,6 +156,8 @@ pub struct HealthCheckConfig {
     pub http: Vec<HttpCheckSpec>,
     pub tls: Vec<TlsCheckSpec>,
     pub dns: Vec<DnsCheckSpec>,
+    /// When the agent on this machine counts as stale and down, if not its organization's.
+    pub agent_liveness: Option<Liveness>,
 }
 
 /// What a client may send; `interval_minutes` wins over `priority`, which wins over 15.
@@ -185,6 +188,8 @@ struct ConfigInput {
     tls: Vec<TlsCheckSpec>,
     #[serde(default)]
     dns: Vec<DnsCheckSpec>,
+    #[serde(default)]
+    agent_liveness: Option<Liveness>,
 }
 
 fn ten() -> u32 {
@@ -219,6 +224,7 @@ impl From<ConfigInput> for HealthCheckConfig {
             http: i.http,
             tls: i.tls,
             dns: i.dns,
+            agent_liveness: i.agent_liveness,
         }
     }
 }
@@ -239,6 +245,7 @@ impl Default for HealthCheckConfig {
             http: Vec::new(),
             tls: Vec::new(),
             dns: Vec::new(),
+            agent_liveness: None,
         }
     }
 }
@@ -277,6 +284,9 @@ impl HealthCheckConfig {
         }
         if !(1..=100).contains(&self.recovery_threshold) {
             e.add(f("recovery_threshold"), "must be between 1 and 100");
+        }
+        if let Some(l) = &self.agent_liveness {
+            l.validate(&f("agent_liveness"), e);
         }
         if self.ports.contains(&0) {
             e.add(f("ports"), "port 0 is not a port");

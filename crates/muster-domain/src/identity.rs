@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::access::Grant;
+use crate::agent::Liveness;
 use crate::asset::string_enum;
 use crate::validation::FieldErrors;
 
@@ -23,6 +24,8 @@ pub struct Organization {
     pub name: String,
     pub slug: String,
     pub status: OrganizationStatus,
+    /// When this organization's agents count as stale and down (default: the server's).
+    pub agent_liveness: Option<Liveness>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

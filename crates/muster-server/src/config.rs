@@ -39,21 +39,27 @@ pub struct ServerConfig {
 pub struct AgentSettings {
     /// An agent silent (down or offline) this long is removed, with the asset only it wrote.
     pub cleanup_after: chrono::Duration,
+    /// The same for VM Tracker clients of the compatibility mode (the seed's 300 s).
+    pub compat_cleanup_after: chrono::Duration,
     /// Agent reports are kept this long.
     pub report_retention: chrono::Duration,
     /// VM Tracker compatibility: CIDRs whose unauthenticated clients may register (off when
     /// `None`), into the organization with slug `compat_organization`.
     pub compat_networks: Option<String>,
     pub compat_organization: String,
+    /// Liveness thresholds where neither an organization nor an asset sets them.
+    pub liveness: muster_domain::agent::Liveness,
 }
 
 impl Default for AgentSettings {
     fn default() -> Self {
         Self {
             cleanup_after: chrono::Duration::hours(24),
+            compat_cleanup_after: chrono::Duration::seconds(300),
             report_retention: chrono::Duration::days(30),
             compat_networks: None,
             compat_organization: "vm-tracker".into(),
+            liveness: muster_domain::agent::Liveness::default(),
         }
     }
 }

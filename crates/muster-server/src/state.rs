@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use muster_store::Store;
 
-use muster_domain::agent::Liveness;
-
 use crate::agents::batcher;
 use crate::agents::{AgentService, CredentialCache};
 use crate::auth::LoginThrottle;
@@ -49,6 +47,7 @@ impl AppState {
         config: ServerConfig,
         prober: Prober,
     ) -> anyhow::Result<Self> {
+        let liveness = config.agents.liveness;
         let compat = match &config.agents.compat_networks {
             Some(list) => Some(crate::agents::Compat {
                 networks: muster_probe::NetworkPolicy::parse(list)?,
@@ -66,7 +65,7 @@ impl AppState {
                 cache: CredentialCache::default(),
                 compat,
                 heartbeats: batcher::spawn(store.clone())?,
-                liveness: Liveness::default(),
+                liveness,
             }),
             recent: Arc::new(RecentFacts::default()),
             store,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use muster_domain::agent::Liveness;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken, Event, Visibility};
 use muster_store::sql::{Dialect, Filter};
 use muster_store::{AgentReport, Heartbeat, Page, PageRequest, Result, StoreError};
@@ -549,4 +550,25 @@ mod tests {
             (AgentStatus::Online, None, None)
         );
     }
+}
+
+/// Agents whose asset sets its own liveness thresholds, with them.
+pub(crate) async fn asset_liveness_overrides(
+    store: &PostgresStore,
+) -> Result<Vec<(String, Liveness)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT ag.id, (a.health_check_config -> 'agent_liveness')::text \
+         FROM agents ag JOIN assets a ON a.id = ag.asset_id \
+         WHERE jsonb_typeof(a.health_check_config -> 'agent_liveness') = 'object'",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(agent, json)| {
+            serde_json::from_str(&json)
+                .map(|l| (agent, l))
+                .map_err(|e| StoreError::Other(format!("bad stored agent_liveness: {e}")))
+        })
+        .collect()
 }

@@ -18,6 +18,10 @@ fn org_from_row(r: &PgRow) -> Result<Organization> {
         slug: r.try_get("slug").map_err(map_err)?,
         status: OrganizationStatus::parse(&status)
             .ok_or_else(|| StoreError::Other(format!("bad organization status `{status}`")))?,
+        agent_liveness: r
+            .try_get::<Option<Json<muster_domain::agent::Liveness>>, _>("agent_liveness")
+            .map_err(map_err)?
+            .map(|j| j.0),
         created_at: r.try_get("created_at").map_err(map_err)?,
         updated_at: r.try_get("updated_at").map_err(map_err)?,
     })
@@ -30,13 +34,14 @@ pub(crate) async fn insert_organization(
 ) -> Result<()> {
     let mut tx = store.begin().await?;
     sqlx::query(
-        "INSERT INTO organizations (id, name, slug, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO organizations (id, name, slug, status, agent_liveness, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&org.id)
     .bind(&org.name)
     .bind(&org.slug)
     .bind(org.status.as_str())
+    .bind(org.agent_liveness.map(Json))
     .bind(org.created_at)
     .bind(org.updated_at)
     .execute(&mut *tx)
@@ -93,11 +98,13 @@ pub(crate) async fn update_organization(
 ) -> Result<()> {
     let mut tx = store.begin().await?;
     let done = sqlx::query(
-        "UPDATE organizations SET name = $1, slug = $2, status = $3, updated_at = $4 WHERE id = $5",
+        "UPDATE organizations SET name = $1, slug = $2, status = $3, agent_liveness = $4, \
+         updated_at = $5 WHERE id = $6",
     )
     .bind(&org.name)
     .bind(&org.slug)
     .bind(org.status.as_str())
+    .bind(org.agent_liveness.map(Json))
     .bind(org.updated_at)
     .bind(&org.id)
     .execute(&mut *tx)

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use muster_domain::agent::Liveness;
 use muster_domain::health::HealthState;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken};
 use muster_domain::{ApiToken, Asset, Event, Organization, User, Visibility};
@@ -438,6 +439,9 @@ impl Store for PostgresStore {
     }
     async fn delete_agent(&self, id: &str, event: &Event) -> Result<()> {
         agents::delete_agent(self, id, event).await
+    }
+    async fn asset_liveness_overrides(&self) -> Result<Vec<(String, Liveness)>> {
+        agents::asset_liveness_overrides(self).await
     }
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<()> {
         agents::record_heartbeats(self, heartbeats).await

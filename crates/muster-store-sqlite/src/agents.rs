@@ -1,6 +1,7 @@
 //! Agents on SQLite: enrollment tokens, agents, batched heartbeats and reports.
 
 use chrono::{DateTime, Utc};
+use muster_domain::agent::Liveness;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken, Event, Visibility};
 use muster_store::sql::{Dialect, Filter};
 use muster_store::{AgentReport, Heartbeat, Page, PageRequest, Result, StoreError};
@@ -433,4 +434,25 @@ pub(crate) async fn insert_event(store: &SqliteStore, event: &Event) -> Result<(
     let mut tx = store.begin().await?;
     events::append(&mut tx, event).await?;
     tx.commit().await.map_err(map_err)
+}
+
+/// Agents whose asset sets its own liveness thresholds, with them.
+pub(crate) async fn asset_liveness_overrides(
+    store: &SqliteStore,
+) -> Result<Vec<(String, Liveness)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT ag.id, json_extract(a.health_check_config, '$.agent_liveness') \
+         FROM agents ag JOIN assets a ON a.id = ag.asset_id \
+         WHERE json_extract(a.health_check_config, '$.agent_liveness') IS NOT NULL",
+    )
+    .fetch_all(&store.reader)
+    .await
+    .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(agent, json)| {
+            serde_json::from_str(&json)
+                .map(|l| (agent, l))
+                .map_err(|e| StoreError::Other(format!("bad stored agent_liveness: {e}")))
+        })
+        .collect()
 }

@@ -20,6 +20,12 @@ fn org_from_row(r: &SqliteRow) -> Result<Organization> {
         slug: r.try_get("slug").map_err(map_err)?,
         status: OrganizationStatus::parse(&status)
             .ok_or_else(|| StoreError::Other(format!("bad organization status `{status}`")))?,
+        agent_liveness: r
+            .try_get::<Option<String>, _>("agent_liveness")
+            .map_err(map_err)?
+            .as_deref()
+            .map(from_json)
+            .transpose()?,
         created_at: parse_ts(r.try_get("created_at").map_err(map_err)?)?,
         updated_at: parse_ts(r.try_get("updated_at").map_err(map_err)?)?,
     })
@@ -32,12 +38,14 @@ pub(crate) async fn insert_organization(
 ) -> Result<()> {
     let mut tx = store.begin().await?;
     sqlx::query(
-        "INSERT INTO organizations (id, name, slug, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO organizations (id, name, slug, status, agent_liveness, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&org.id)
     .bind(&org.name)
     .bind(&org.slug)
     .bind(org.status.as_str())
+    .bind(org.agent_liveness.as_ref().map(to_json))
     .bind(ts(org.created_at))
     .bind(ts(org.updated_at))
     .execute(&mut *tx)
@@ -94,11 +102,13 @@ pub(crate) async fn update_organization(
 ) -> Result<()> {
     let mut tx = store.begin().await?;
     let done = sqlx::query(
-        "UPDATE organizations SET name = ?, slug = ?, status = ?, updated_at = ? WHERE id = ?",
+        "UPDATE organizations SET name = ?, slug = ?, status = ?, agent_liveness = ?, \
+         updated_at = ? WHERE id = ?",
     )
     .bind(&org.name)
     .bind(&org.slug)
     .bind(org.status.as_str())
+    .bind(org.agent_liveness.as_ref().map(to_json))
     .bind(ts(org.updated_at))
     .bind(&org.id)
     .execute(&mut *tx)

@@ -13,6 +13,7 @@ pub mod stats;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use muster_domain::agent::Liveness;
 use muster_domain::{
     Agent, AgentStatus, ApiToken, Asset, AssetStatus, EnrollmentToken, Event, Organization, User,
     Visibility,
@@ -206,6 +207,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_agents(&self, visibility: &Visibility, page: PageRequest) -> Result<Page<Agent>>;
     /// Deletes the agent (its asset stays).
     async fn delete_agent(&self, id: &str, event: &Event) -> Result<()>;
+    /// The liveness thresholds that agents' assets set (`health_check_config.agent_liveness`),
+    /// by agent id; agents whose asset sets none are not listed.
+    async fn asset_liveness_overrides(&self) -> Result<Vec<(String, Liveness)>>;
     /// Writes a batch of heartbeats in one transaction (group commit): last seen, status
     /// `online` (or `offline` for a goodbye), facts when given.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<()>;

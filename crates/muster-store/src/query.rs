@@ -35,9 +35,11 @@ impl PageRequest {
 }
 
 /// Lists count their matches exactly up to this many; a larger total is reported as
-/// `COUNT_LIMIT + 1` ("more than 10,000"), because counting a large match set costs more than the
-/// page itself (Elasticsearch's `track_total_hits` makes the same trade).
-pub const COUNT_LIMIT: u64 = 10_000;
+/// `COUNT_LIMIT + 1` ("more than 1,000"), because counting a large match set costs more than the
+/// page itself: a label selector matching 22,000 of 100,000 assets takes ~25 ms to count to
+/// 10,000 on a 2-core machine, ~2.5 ms to 1,000 (BENCHMARKS.md). GitHub's search caps at 1,000
+/// for the same reason; exact counts by group are an aggregate's job, not a list's.
+pub const COUNT_LIMIT: u64 = 1_000;
 
 /// One page of results and how many there are in all (at most `COUNT_LIMIT + 1`, which means
 /// "more than `COUNT_LIMIT`").

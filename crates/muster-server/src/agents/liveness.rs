@@ -3,10 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use muster_domain::agent::{Liveness, LivenessChange};
+use std::collections::HashMap;
+
 use muster_domain::{
-    Actor, ActorKind, Agent, AgentStatus, AssetStatus, Event, Severity, Visibility,
+    Actor, ActorKind, Agent, AgentStatus, AssetStatus, Event, Organization, Severity, Visibility,
 };
-use muster_store::{EventQuery, PageRequest};
+use muster_store::{EventQuery, PageRequest, StoreError};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -81,9 +83,73 @@ pub async fn apply(state: &AppState, agent: &Agent, to: AgentStatus, at: DateTim
     }
 }
 
+/// Liveness thresholds set below the server's default: by organizations, and by agents'
+/// assets.
+#[derive(Debug, Default)]
+pub struct Thresholds {
+    organizations: HashMap<String, Liveness>,
+    assets: HashMap<String, Liveness>,
+}
+
+impl Thresholds {
+    /// Reads every organization's and asset's setting (a few rows: only those that set one).
+    pub async fn load(state: &AppState) -> Result<Self, StoreError> {
+        let organizations = all_organizations(state)
+            .await?
+            .into_iter()
+            .filter_map(|o| o.agent_liveness.map(|l| (o.id, l)))
+            .collect();
+        let assets = state
+            .store
+            .asset_liveness_overrides()
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            organizations,
+            assets,
+        })
+    }
+
+    /// The thresholds that apply to `agent`: its asset's, its organization's, or `default`.
+    pub fn of(&self, agent: &Agent, default: Liveness) -> Liveness {
+        Liveness::resolve(
+            self.assets.get(&agent.id).copied(),
+            self.organizations.get(&agent.organization_id).copied(),
+            default,
+        )
+    }
+}
+
+async fn all_organizations(state: &AppState) -> Result<Vec<Organization>, StoreError> {
+    let mut page = PageRequest {
+        page: 1,
+        per_page: 500,
+    };
+    let mut all = Vec::new();
+    loop {
+        let orgs = state
+            .store
+            .list_organizations(&Visibility::All, page)
+            .await?;
+        let last = orgs.items.len() < page.per_page as usize;
+        all.extend(orgs.items);
+        if last {
+            return Ok(all);
+        }
+        page.page += 1;
+    }
+}
+
 /// One pass over every agent at `now`; answers how many changed.
 pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
-    let liveness = state.agents.liveness;
+    let thresholds = match Thresholds::load(state).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "liveness pass failed");
+            return 0;
+        }
+    };
     let mut page = PageRequest {
         page: 1,
         per_page: 500,
@@ -98,6 +164,7 @@ pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
             }
         };
         for agent in &agents.items {
+            let liveness = thresholds.of(agent, state.agents.liveness);
             let to = liveness.status_at(
                 agent.status,
                 agent.last_seen_at,
@@ -135,15 +202,34 @@ async fn only_the_agent_wrote(state: &AppState, agent: &Agent, asset_id: &str) -
 }
 
 /// Removes agents silent for longer than the cleanup time, with the assets only they wrote;
-/// answers how many agents went. Assets that discovery or a person also wrote stay.
+/// answers how many agents went. Assets that discovery or a person also wrote stay. VM Tracker
+/// clients of the compatibility mode (in its holding organization) go after the seed's 300 s.
 pub async fn cleanup_step(state: &AppState, now: DateTime<Utc>) -> usize {
-    let after = state.config.agents.cleanup_after;
+    let settings = &state.config.agents;
+    let compat_org = match settings.compat_networks {
+        Some(_) => all_organizations(state)
+            .await
+            .ok()
+            .and_then(|orgs| {
+                orgs.into_iter()
+                    .find(|o| o.slug == settings.compat_organization)
+            })
+            .map(|o| o.id),
+        None => None,
+    };
+    let after = |a: &Agent| {
+        if compat_org.as_deref() == Some(a.organization_id.as_str()) {
+            settings.compat_cleanup_after
+        } else {
+            settings.cleanup_after
+        }
+    };
     let gone: Vec<Agent> = match crate::api::agents::all_agents(state, &Visibility::All).await {
         Ok(all) => all
             .into_iter()
             .filter(|a| {
                 matches!(a.status, AgentStatus::Down | AgentStatus::Offline)
-                    && now - a.last_seen_at > after
+                    && now - a.last_seen_at > after(a)
             })
             .collect(),
         Err(e) => {

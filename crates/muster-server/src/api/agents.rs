@@ -536,6 +536,7 @@ async fn compat_register(
                 name: "VM Tracker clients".into(),
                 slug: slug.to_string(),
                 status: muster_domain::OrganizationStatus::Active,
+                agent_liveness: None,
                 created_at: now,
                 updated_at: now,
             };

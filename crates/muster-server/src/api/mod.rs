@@ -28,7 +28,7 @@ use crate::state::AppState;
 pub struct ListMeta {
     pub page: u32,
     pub per_page: u32,
-    /// How many objects match, counted exactly up to 10,000; above that, 10,000 with
+    /// How many objects match, counted exactly up to 1,000; above that, 1,000 with
     /// `total_exact: false`.
     pub total: u64,
     /// False when there are more than `total` matches.

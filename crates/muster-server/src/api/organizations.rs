@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use muster_domain::agent::Liveness;
 use muster_domain::event::{changes, snapshot};
 use muster_domain::identity::validate_slug;
-use muster_domain::input::ObjectReader;
+use muster_domain::input::{ObjectReader, Patch};
 use muster_domain::{FieldErrors, Organization, OrganizationStatus};
 use muster_store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub struct OrganizationInput {
     /// Lowercase letters, digits and `-`; unique.
     pub slug: Option<String>,
     pub status: Option<OrganizationStatus>,
+    /// When this organization's agents count as stale and down; `null` for the server's default.
+    pub agent_liveness: Option<Liveness>,
 }
 
 fn not_found(e: StoreError) -> ApiError {
@@ -72,6 +75,7 @@ fn apply(org: &mut Organization, body: Value, creating: bool) -> Result<(), Fiel
             (r.optional("name"), r.optional("slug"))
         };
         let status: Option<OrganizationStatus> = r.optional("status");
+        let liveness: Patch<Liveness> = r.patch("agent_liveness");
         r.ignore(&["id", "created_at", "updated_at"]);
         r.finish();
         if let Some(name) = name {
@@ -82,6 +86,14 @@ fn apply(org: &mut Organization, body: Value, creating: bool) -> Result<(), Fiel
         }
         if let Some(status) = status {
             org.status = status;
+        }
+        match liveness {
+            Patch::Absent => {}
+            Patch::Null => org.agent_liveness = None,
+            Patch::Value(l) => {
+                l.validate("agent_liveness", &mut errors);
+                org.agent_liveness = Some(l);
+            }
         }
     }
     if errors.0.iter().all(|e| e.field != "name") {
@@ -135,6 +147,7 @@ async fn create_organization(
         name: String::new(),
         slug: String::new(),
         status: OrganizationStatus::Active,
+        agent_liveness: None,
         created_at: now,
         updated_at: now,
     };

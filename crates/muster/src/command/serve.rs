@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use muster_domain::agent::Liveness;
 use muster_server::bootstrap::{FirstAdmin, ensure_first_admin};
 use muster_server::clock::SystemClock;
 use muster_server::config::AgentSettings;
@@ -77,6 +78,21 @@ pub struct ServeArgs {
         default_value = "vm-tracker"
     )]
     pub agent_compat_organization: String,
+    /// Seconds a VM Tracker client of the compatibility mode may stay silent before it is
+    /// removed (the seed's 300).
+    #[arg(
+        long,
+        env = "MUSTER_AGENT_COMPAT_CLEANUP_SECONDS",
+        default_value_t = 300
+    )]
+    pub agent_compat_cleanup_seconds: i64,
+    /// Missed heartbeats after which an agent is stale, unless its organization or asset says
+    /// otherwise.
+    #[arg(long, env = "MUSTER_AGENT_STALE_AFTER", default_value_t = 3)]
+    pub agent_stale_after: u32,
+    /// Missed heartbeats after which an agent is down (more than the stale threshold).
+    #[arg(long, env = "MUSTER_AGENT_DOWN_AFTER", default_value_t = 6)]
+    pub agent_down_after: u32,
     /// Days agent reports are kept.
     #[arg(long, env = "MUSTER_AGENT_REPORT_DAYS", default_value_t = 30)]
     pub agent_report_days: i64,
@@ -94,6 +110,20 @@ fn init_logging(filter: &str, format: &str) {
     } else {
         builder.try_init()
     };
+}
+
+/// The server's default liveness thresholds, checked like an organization's.
+fn liveness(stale_after: u32, down_after: u32) -> anyhow::Result<Liveness> {
+    let l = Liveness {
+        stale_after,
+        down_after,
+    };
+    let mut errors = muster_domain::FieldErrors::default();
+    l.validate("agent", &mut errors);
+    match errors.0.first() {
+        None => Ok(l),
+        Some(e) => anyhow::bail!("--{}: {}", e.field.replace(['.', '_'], "-"), e.message),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -122,8 +152,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         agents: AgentSettings {
             cleanup_after: chrono::Duration::hours(args.agent_cleanup_hours.max(1)),
             report_retention: chrono::Duration::days(args.agent_report_days.max(1)),
+            compat_cleanup_after: chrono::Duration::seconds(
+                args.agent_compat_cleanup_seconds.max(1),
+            ),
             compat_networks: args.agent_compat_networks,
             compat_organization: args.agent_compat_organization,
+            liveness: liveness(args.agent_stale_after, args.agent_down_after)?,
         },
         health: HealthSettings {
             scheduler: args.health_scheduler,

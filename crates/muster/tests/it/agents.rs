@@ -20,6 +20,7 @@ backend_cases! {
         enrollment_token_limits,
         agents_join_the_asset_that_is_their_machine,
         liveness_stale_down_recovered_and_goodbye,
+        liveness_thresholds_per_organization_and_asset,
         reports_and_events_from_agents,
         install_script_and_binary,
         long_gone_agents_are_cleaned_up_with_assets_only_they_wrote,
@@ -593,4 +594,105 @@ async fn vm_tracker_compatibility_mode(store: Arc<dyn Store>) {
     // Outside the trusted networks: refused (the address is only data here).
     let r = unauthenticated_register(&app, "192.0.2.10:40000", vm("stranger", "10.0.0.31")).await;
     assert_eq!(r.status, 401);
+
+    // A VM Tracker client is removed after the seed's 300 s of silence once down; an enrolled
+    // agent that went down at the same moment stays for the day.
+    let (_, secret) = enrollment(&app, "acme", json!({})).await;
+    let mut enrolled = vm("kept", "10.0.0.32");
+    enrolled["interval_seconds"] = json!(30);
+    let kept = register(&app, &secret, enrolled).await;
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let kept_id = kept.body["agent_id"].as_str().unwrap().to_string();
+    app.clock.advance(Duration::seconds(200));
+    liveness::step(&app.state, app.clock.now()).await;
+    assert_eq!(agent_status(&app, &kept_id).await, "down");
+    assert_eq!(liveness::cleanup_step(&app.state, app.clock.now()).await, 0);
+    app.clock.advance(Duration::seconds(101));
+    assert_eq!(liveness::cleanup_step(&app.state, app.clock.now()).await, 1);
+    assert!(
+        app.get("/api/vms")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["hostname"] != "old")
+    );
+    assert_eq!(agent_status(&app, &kept_id).await, "down");
+}
+
+/// A 30 s agent of organization `slug`; answers (org id, agent id, asset id).
+async fn agent_of(app: &TestApp, slug: &str, hostname: &str) -> (String, String, String) {
+    let (org, secret) = enrollment(app, slug, json!({})).await;
+    let mut body = vm(hostname, "10.0.0.40");
+    body["interval_seconds"] = json!(30);
+    let r = register(app, &secret, body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let agent = r.body["agent_id"].as_str().unwrap().to_string();
+    let asset = app.get(&format!("/api/agents/{agent}")).await.body["asset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (org, agent, asset)
+}
+
+async fn liveness_thresholds_per_organization_and_asset(store: Arc<dyn Store>) {
+    let app = TestApp::new(store).await;
+    let (_, plain, _) = agent_of(&app, "plain", "p1").await;
+    let (patient_org, patient, _) = agent_of(&app, "patient", "p2").await;
+    let (_, twitchy, twitchy_asset) = agent_of(&app, "patient2", "p3").await;
+
+    // The organization waits 10 and 20 heartbeats; one asset only 1 and 2.
+    let bad = app
+        .put(
+            &format!("/api/organizations/{patient_org}"),
+            json!({"agent_liveness": {"stale_after": 5, "down_after": 5}}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(
+        bad.body["error"]["details"]["fields"][0]["field"],
+        "agent_liveness.down_after"
+    );
+    let r = app
+        .put(
+            &format!("/api/organizations/{patient_org}"),
+            json!({"agent_liveness": {"stale_after": 10, "down_after": 20}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["agent_liveness"]["down_after"], 20);
+    let r = app
+        .patch(
+            &format!("/api/infrastructure/assets/{twitchy_asset}"),
+            json!({"health_check_config": {"agent_liveness": {"stale_after": 1, "down_after": 2}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // 61 s of silence: two missed heartbeats.
+    app.clock.advance(Duration::seconds(61));
+    liveness::step(&app.state, app.clock.now()).await;
+    assert_eq!(agent_status(&app, &twitchy).await, "down");
+    assert_eq!(agent_status(&app, &plain).await, "online");
+    assert_eq!(agent_status(&app, &patient).await, "online");
+    // 200 s: past the default's six, short of the organization's ten.
+    app.clock.advance(Duration::seconds(140));
+    liveness::step(&app.state, app.clock.now()).await;
+    assert_eq!(agent_status(&app, &plain).await, "down");
+    assert_eq!(agent_status(&app, &patient).await, "online");
+    app.clock.advance(Duration::seconds(110));
+    liveness::step(&app.state, app.clock.now()).await;
+    assert_eq!(agent_status(&app, &patient).await, "stale");
+
+    // Back to the default: the organization's setting cleared with null.
+    let r = app
+        .put(
+            &format!("/api/organizations/{patient_org}"),
+            json!({"agent_liveness": null}),
+        )
+        .await;
+    assert_eq!(r.body["agent_liveness"], Value::Null);
+    liveness::step(&app.state, app.clock.now()).await;
+    assert_eq!(agent_status(&app, &patient).await, "down");
 }

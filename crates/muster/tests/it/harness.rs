@@ -194,6 +194,26 @@ impl TestApp {
         .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(
+            Method::PUT,
+            path,
+            Some(&self.admin_token.clone()),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(
+            Method::PATCH,
+            path,
+            Some(&self.admin_token.clone()),
+            Some(body),
+        )
+        .await
+    }
+
     /// Creates an organization as the admin; answers its id.
     pub async fn organization(&self, slug: &str) -> String {
         let r = self

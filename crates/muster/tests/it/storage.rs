@@ -64,6 +64,7 @@ backend_cases! {
         consuming_an_enrollment_token_counts_uses_and_says_why_not,
         concurrent_consumers_of_one_token_let_exactly_max_uses_win,
         agents_save_find_get_and_authenticate,
+        liveness_settings_of_organizations_and_assets,
         saving_an_agent_again_replaces_it_and_its_credential,
         list_agents_respects_visibility_and_pages,
         agent_machine_ids_and_credentials_are_unique,
@@ -111,6 +112,7 @@ fn org(name: &str, slug: &str) -> Organization {
         name: name.to_string(),
         slug: slug.to_string(),
         status: OrganizationStatus::Active,
+        agent_liveness: None,
         created_at: t,
         updated_at: t,
     }
@@ -1497,7 +1499,7 @@ async fn list_assets_counts_exactly_up_to_the_limit(store: Arc<dyn Store>) {
     let n = COUNT_LIMIT as usize + 5;
     let inserts = (0..n).map(|i| {
         let mut a = asset(&format!("bulk-{i:05}"));
-        if i % 1000 == 0 {
+        if i % 100 == 0 {
             a.spec.status = AssetStatus::Maintenance;
         }
         async move { add_asset(s, a).await }
@@ -3414,6 +3416,50 @@ async fn concurrent_consumers_of_one_token_let_exactly_max_uses_win(store: Arc<d
     assert_eq!(counts, BTreeSet::from([0, 1, 2]), "exactly max_uses win");
     assert_eq!(refused, 5);
     assert_eq!(s.get_enrollment_token(&token.id).await.unwrap(), used_up);
+}
+
+async fn liveness_settings_of_organizations_and_assets(store: Arc<dyn Store>) {
+    use muster_domain::agent::Liveness;
+    let s = &*store;
+    let patient = Liveness {
+        stale_after: 10,
+        down_after: 20,
+    };
+    let mut acme = org("Acme", "acme");
+    acme.agent_liveness = Some(patient);
+    let event = org_event("organization.created", &acme);
+    s.insert_organization(&acme, &event).await.unwrap();
+    assert_eq!(s.get_organization(&acme.id).await.unwrap(), acme);
+    let mut cleared = acme.clone();
+    cleared.agent_liveness = None;
+    s.update_organization(&cleared, &org_event("organization.updated", &cleared))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_organization(&acme.id).await.unwrap().agent_liveness,
+        None
+    );
+
+    let twitchy = Liveness {
+        stale_after: 1,
+        down_after: 2,
+    };
+    let mut set = in_org(asset("set"), &acme);
+    set.spec.health_check_config.agent_liveness = Some(twitchy);
+    let set = add_asset(s, set).await;
+    let unset = add_asset(s, in_org(asset("unset"), &acme)).await;
+    let mut on_set = agent(&acme, "m1", "set");
+    on_set.asset_id = Some(set.id.clone());
+    let mut on_unset = agent(&acme, "m2", "unset");
+    on_unset.asset_id = Some(unset.id.clone());
+    let bare = agent(&acme, "m3", "bare");
+    for (a, cred) in [(&on_set, "c1"), (&on_unset, "c2"), (&bare, "c3")] {
+        s.save_agent(a, cred, &[]).await.unwrap();
+    }
+    assert_eq!(
+        s.asset_liveness_overrides().await.unwrap(),
+        vec![(on_set.id.clone(), twitchy)]
+    );
 }
 
 async fn agents_save_find_get_and_authenticate(store: Arc<dyn Store>) {
