@@ -512,6 +512,27 @@ pub(crate) async fn insert_event(store: &PostgresStore, event: &Event) -> Result
     tx.commit().await.map_err(map_err)
 }
 
+/// Agents whose asset sets its own liveness thresholds, with them.
+pub(crate) async fn asset_liveness_overrides(
+    store: &PostgresStore,
+) -> Result<Vec<(String, Liveness)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT ag.id, (a.health_check_config -> 'agent_liveness')::text \
+         FROM agents ag JOIN assets a ON a.id = ag.asset_id \
+         WHERE jsonb_typeof(a.health_check_config -> 'agent_liveness') = 'object'",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(agent, json)| {
+            serde_json::from_str(&json)
+                .map(|l| (agent, l))
+                .map_err(|e| StoreError::Other(format!("bad stored agent_liveness: {e}")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,25 +571,4 @@ mod tests {
             (AgentStatus::Online, None, None)
         );
     }
-}
-
-/// Agents whose asset sets its own liveness thresholds, with them.
-pub(crate) async fn asset_liveness_overrides(
-    store: &PostgresStore,
-) -> Result<Vec<(String, Liveness)>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT ag.id, (a.health_check_config -> 'agent_liveness')::text \
-         FROM agents ag JOIN assets a ON a.id = ag.asset_id \
-         WHERE jsonb_typeof(a.health_check_config -> 'agent_liveness') = 'object'",
-    )
-    .fetch_all(&store.pool)
-    .await
-    .map_err(map_err)?;
-    rows.into_iter()
-        .map(|(agent, json)| {
-            serde_json::from_str(&json)
-                .map(|l| (agent, l))
-                .map_err(|e| StoreError::Other(format!("bad stored agent_liveness: {e}")))
-        })
-        .collect()
 }
