@@ -313,15 +313,43 @@ async fn bench(args: Args, database_url: Option<String>) -> anyhow::Result<Repor
     }
 
     let assets_url = base.join("api/infrastructure/assets")?;
+    // Lists count exactly only up to 1,000 (`meta.total_exact`); past that, the total is found
+    // by asking for single-asset pages: page N has an asset exactly when there are N or more.
     let count_assets = || {
-        let mut u = assets_url.clone();
-        u.query_pairs_mut().append_pair("per_page", "1");
         let client = client.clone();
+        let assets_url = assets_url.clone();
         async move {
-            let v = load::get_json(&client, &u).await?;
-            v["meta"]["total"]
+            let page = |n: u64| {
+                let mut u = assets_url.clone();
+                u.query_pairs_mut()
+                    .append_pair("per_page", "1")
+                    .append_pair("page", &n.to_string());
+                let client = client.clone();
+                async move { load::get_json(&client, &u).await }
+            };
+            let first = page(1).await?;
+            let total = first["meta"]["total"]
                 .as_u64()
-                .context("asset list without meta.total")
+                .context("asset list without meta.total")?;
+            if first["meta"]["total_exact"].as_bool() != Some(false) {
+                return Ok(total);
+            }
+            let has = |v: &serde_json::Value| v["assets"].as_array().is_some_and(|a| !a.is_empty());
+            let (mut lo, mut hi) = (total, total * 2);
+            while has(&page(hi).await?) {
+                lo = hi;
+                hi *= 2;
+            }
+            // Page `lo` has an asset, page `hi` has none.
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if has(&page(mid).await?) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            anyhow::Ok(lo)
         }
     };
 
