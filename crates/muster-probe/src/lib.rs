@@ -17,7 +17,7 @@ pub use dns::{DnsCheck, DnsProber, DnsRecordType, DnsResult};
 pub use failure::FailureKind;
 pub use http::{HttpCheck, HttpProber, HttpResult, MAX_BODY_BYTES};
 pub use icmp::{PingMode, PingResult, Pinger};
-pub use policy::{ENV_VAR, NetworkPolicy, NotAllowed, PolicyError};
+pub use policy::{ENV_VAR, NetworkPolicy, NotAllowed, OUTBOUND_ENV_VAR, PolicyError};
 pub use tcp::{PortResult, tcp_check};
 pub use tls::{TlsCheck, TlsResult, TlsRoots, tls_check, tls_check_with_roots};
 

@@ -31,6 +31,7 @@
 //! one `loop` that reads top to bottom and that the tests below pin rule by rule.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +119,67 @@ impl Auth for BasicAuth {
     fn scheme(&self) -> &'static str {
         "basic"
     }
+}
+
+/// Whether the client may connect to an address: `Ok`, or why not (the server's outbound
+/// network policy, `MUSTER_OUTBOUND_NETWORKS`). See [`ApiClient::with_address_check`].
+pub type AddressCheck = Arc<dyn Fn(IpAddr) -> Result<(), String> + Send + Sync>;
+
+/// Resolves host names like the system does, then keeps only the addresses the check allows;
+/// none left is a resolution error that says why. Connections are made to what this answers,
+/// so a name cannot resolve to one address for a pre-check and another for the connection.
+struct CheckedResolver {
+    check: AddressCheck,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let check = Arc::clone(&self.check);
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusals = Vec::new();
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| match check(a.ip()) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refusals.push(why);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = if refusals.is_empty() {
+                    format!("{host} resolves to no address")
+                } else {
+                    format!("{host}: {}", refusals.join("; "))
+                };
+                return Err(why.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client under [`ApiClient`]; with an address check it resolves through
+/// [`CheckedResolver`], follows no redirects and uses no proxy (each would reach an address the
+/// check never saw).
+fn http_client(check: Option<&AddressCheck>) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("muster/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(check) = check {
+        builder = builder
+            .dns_resolver(Arc::new(CheckedResolver {
+                check: Arc::clone(check),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+    }
+    builder.build()
 }
 
 /// How often and how long to retry. The defaults are the seed's: 3 retries, 100 ms, 5 s.
@@ -419,12 +481,8 @@ impl ApiClient {
                 "the base URL must not carry credentials; pass them separately".into(),
             ));
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("muster/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
+        let http =
+            http_client(None).map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
         Ok(ApiClient {
             http,
             provider,
@@ -437,6 +495,26 @@ impl ApiClient {
             throttle: None,
             gate: Arc::default(),
         })
+    }
+
+    /// Connects only to addresses `check` allows: a base URL that names a refused IP address
+    /// fails here (a configuration error saying why), a host name's addresses are filtered when
+    /// it is resolved for each connection, redirects are not followed and no proxy is used.
+    pub fn with_address_check(mut self, check: AddressCheck) -> Result<Self, ProviderError> {
+        let provider = self.provider;
+        let config = |message: String| ProviderError::Config { provider, message };
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| config(format!("base URL `{}`: {e}", self.base_url)))?;
+        let literal = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        if let Some(ip) = literal {
+            check(ip).map_err(|why| config(format!("base URL `{}`: {why}", self.base_url)))?;
+        }
+        self.http = http_client(Some(&check))
+            .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self)
     }
 
     /// Replaces the retry policy.

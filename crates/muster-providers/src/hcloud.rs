@@ -9,6 +9,10 @@
 //! `last_page` and `total_entries` may be null and are not trusted for the loop. A listing is all
 //! or nothing: a page that fails after its retries fails the whole call.
 //!
+//! The asset's metadata is the raw record without its traffic counters (`ingoing_traffic`,
+//! `outgoing_traffic`), which change on every call and would make every discovery run rewrite
+//! every asset.
+//!
 //! IPv6: the API gives each server a /64 (`2001:db8::/64`). The asset records the network's
 //! `::1` address, the one Hetzner's cloud images configure on the public interface; the whole
 //! network stays in the metadata.
@@ -56,7 +60,11 @@ fn build_provider(settings: &ProviderSettings) -> Result<Box<dyn Provider>, Prov
             message: format!("label selector `{selector}`: {e}"),
         })?;
     }
-    let client = HcloudClient::new(token, settings.base_url.as_deref())?;
+    let client = HcloudClient::from_api(settings.api_client(
+        PROVIDER_NAME,
+        DEFAULT_BASE_URL,
+        BearerToken::new(token),
+    )?);
     Ok(Box::new(HetznerCloudProvider::new(
         client,
         settings.label_selector.clone(),
@@ -818,9 +826,22 @@ impl HcloudServer {
             location: location.and_then(|l| l.city.clone().or_else(|| l.description.clone())),
             created: self.created,
             labels: self.labels,
-            metadata: self.raw,
+            metadata: without_counters(self.raw),
         }
     }
+}
+
+/// Fields of a server record that change on every listing (traffic counters): left out of the
+/// asset's metadata, or every discovery run would rewrite every asset.
+pub const VOLATILE_FIELDS: [&str; 2] = ["ingoing_traffic", "outgoing_traffic"];
+
+fn without_counters(mut raw: Value) -> Value {
+    if let Some(record) = raw.as_object_mut() {
+        for field in VOLATILE_FIELDS {
+            record.remove(field);
+        }
+    }
+    raw
 }
 
 /// Discovery over Hetzner Cloud: every server of the project, optionally filtered by a label
@@ -930,7 +951,20 @@ mod tests {
         assert_eq!(d.datacenter.as_deref(), Some("fsn1"), "from location.name");
         assert_eq!(d.location.as_deref(), Some("Falkenstein"));
         assert_eq!(d.created.unwrap().to_rfc3339(), "2016-01-30T23:55:00+00:00");
-        assert_eq!(d.metadata, s.raw, "the full record, unknown fields too");
+        let mut without_counters = s.raw.clone();
+        for field in VOLATILE_FIELDS {
+            assert!(
+                without_counters
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(field)
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            d.metadata, without_counters,
+            "the full record, unknown fields too, but no traffic counters"
+        );
         assert_eq!(d.metadata["a_field_from_the_future"]["x"], 1);
     }
 

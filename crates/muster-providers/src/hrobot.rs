@@ -35,18 +35,25 @@ pub const PROVIDER_NAME: &str = "hetzner robot";
 /// The integration type.
 pub const KIND: &str = "hetzner_robot";
 
-/// How [`crate::provider::PROVIDERS`] builds this provider: credentials `user`, `password`.
+/// How [`crate::provider::PROVIDERS`] builds this provider: credentials `username` (the
+/// webservice user) and `password`.
 pub const FACTORY: ProviderFactory = ProviderFactory {
     kind: KIND,
-    credential_fields: &["user", "password"],
+    credential_fields: &["username", "password"],
     build: build_provider,
 };
 
 fn build_provider(settings: &ProviderSettings) -> Result<Box<dyn Provider>, ProviderError> {
-    let user = settings.require(PROVIDER_NAME, "user")?;
+    let user = settings.require(PROVIDER_NAME, "username")?;
     let password = settings.require(PROVIDER_NAME, "password")?;
-    let client = RobotClient::new(user, password, settings.base_url.as_deref())?;
-    Ok(Box::new(HetznerRobotProvider::new(client)))
+    let api = settings.api_client(
+        PROVIDER_NAME,
+        DEFAULT_BASE_URL,
+        BasicAuth::new(user, password),
+    )?;
+    Ok(Box::new(HetznerRobotProvider::new(RobotClient::from_api(
+        api,
+    ))))
 }
 
 /// Robot's 403 `RATE_LIMIT_EXCEEDED` as a rate limit: wait `interval` seconds (5 when absent).

@@ -21,9 +21,11 @@
 //!
 //! A third provider (another cloud) is one new module, say `src/acme.rs`, that
 //!
-//! 1. builds an [`ApiClient`] with its provider name (the prefix of every error it raises), its
-//!    base URL and its [`Auth`] (an existing one, or a new impl of the trait in that module),
-//!    plus a [`ThrottleRule`] if the API signals rate limits with something other than 429;
+//! 1. builds its [`ApiClient`] with [`ProviderSettings::api_client`], giving its provider name
+//!    (the prefix of every error it raises), its default base URL and its [`Auth`] (an existing
+//!    one, or a new impl of the trait in that module) — that helper applies the integration's
+//!    base URL and the server's outbound address check — plus a [`ThrottleRule`] if the API
+//!    signals rate limits with something other than 429;
 //! 2. maps its records to [`DiscoveredServer`] (external id `acme-{id}`, status and type through
 //!    its own rules or the helpers in [`mapping`]; the raw record goes into `metadata`);
 //! 3. implements [`Provider`] (`kind`, `list`, `test_connection`) — `list` must fail as a whole
@@ -50,8 +52,8 @@ pub mod mapping;
 pub mod provider;
 
 pub use client::{
-    ApiClient, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken, RateLimitBudget,
-    RateLimitPolicy, RetryPolicy, ThrottleRule,
+    AddressCheck, ApiClient, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken,
+    RateLimitBudget, RateLimitPolicy, RetryPolicy, ThrottleRule,
 };
 pub use discovered::DiscoveredServer;
 pub use error::ProviderError;

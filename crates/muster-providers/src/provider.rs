@@ -2,10 +2,12 @@
 //! integration's settings.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::client::{AddressCheck, ApiClient, Auth};
 use crate::discovered::DiscoveredServer;
 use crate::error::ProviderError;
 
@@ -23,14 +25,19 @@ pub trait Provider: Send + Sync {
     async fn test_connection(&self) -> Result<u64, ProviderError>;
 }
 
-/// What an integration holds for building its provider. Credentials are looked up by field name
-/// (`token`; `user` and `password`) and never shown.
+/// What an integration holds for building its provider, plus the server's rules for outbound
+/// calls. Credentials are looked up by field name (`token`; `username` and `password`) and never
+/// shown.
 pub struct ProviderSettings {
     credentials: Vec<(String, SecretString)>,
     /// Overrides the provider's public endpoint (a mock, a proxy).
     pub base_url: Option<String>,
     /// Only servers matching this (Hetzner label selector syntax), where the provider filters.
     pub label_selector: Option<String>,
+    /// Which addresses the provider's client may connect to (the server's outbound policy).
+    pub address_check: Option<AddressCheck>,
+    /// Every single call (retries and waits included) ends by then.
+    pub call_deadline: Option<Duration>,
 }
 
 impl fmt::Debug for ProviderSettings {
@@ -40,6 +47,8 @@ impl fmt::Debug for ProviderSettings {
             .field("credentials", &fields)
             .field("base_url", &self.base_url)
             .field("label_selector", &self.label_selector)
+            .field("address_check", &self.address_check.is_some())
+            .field("call_deadline", &self.call_deadline)
             .finish()
     }
 }
@@ -50,7 +59,43 @@ impl ProviderSettings {
             credentials: Vec::new(),
             base_url: None,
             label_selector: None,
+            address_check: None,
+            call_deadline: None,
         }
+    }
+
+    /// The [`ApiClient`] a provider module builds its client on: `base_url` when the settings
+    /// override it, else `default_base_url`; the address check and call deadline applied. Every
+    /// provider goes through this, so none can forget the outbound policy.
+    pub fn api_client(
+        &self,
+        provider: &'static str,
+        default_base_url: &str,
+        auth: impl Auth + 'static,
+    ) -> Result<ApiClient, ProviderError> {
+        let base_url = self
+            .base_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or(default_base_url);
+        let mut api = ApiClient::new(provider, base_url, auth)?;
+        if let Some(check) = &self.address_check {
+            api = api.with_address_check(check.clone())?;
+        }
+        if let Some(deadline) = self.call_deadline {
+            api = api.with_deadline(deadline);
+        }
+        Ok(api)
+    }
+
+    pub fn address_check(mut self, check: Option<AddressCheck>) -> Self {
+        self.address_check = check;
+        self
+    }
+
+    pub fn call_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.call_deadline = deadline;
+        self
     }
 
     /// From a JSON object of credential fields (the decrypted form an integration stores):
@@ -103,8 +148,9 @@ impl Default for ProviderSettings {
     }
 }
 
-/// How to build one kind of provider: its integration type, the credential fields it needs,
-/// and a constructor.
+/// How to build one kind of provider: its integration type, the credential fields it needs
+/// (exactly these, as the API takes them: the server validates an integration's `credentials`
+/// against this list), and a constructor.
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderFactory {
     /// The integration type (`hetzner_cloud`).
@@ -145,8 +191,8 @@ mod tests {
         assert!(!format!("{settings:?}").contains("tok-123-secret"));
 
         let robot = factory("hetzner_robot").unwrap();
-        assert_eq!(robot.credential_fields, ["user", "password"]);
-        let err = (robot.build)(&ProviderSettings::new().credential("user", "u"))
+        assert_eq!(robot.credential_fields, ["username", "password"]);
+        let err = (robot.build)(&ProviderSettings::new().credential("username", "u"))
             .err()
             .unwrap();
         assert_eq!(
@@ -155,10 +201,43 @@ mod tests {
         );
         let p = (robot.build)(
             &ProviderSettings::new()
-                .credential("user", "u")
+                .credential("username", "u")
                 .credential("password", "pw-secret"),
         )
         .unwrap();
         assert_eq!(p.kind(), "hetzner_robot");
+    }
+
+    #[test]
+    fn the_address_check_refuses_a_literal_base_url_when_building() {
+        let check: AddressCheck = std::sync::Arc::new(|ip: std::net::IpAddr| {
+            if ip.is_loopback() {
+                Ok(())
+            } else {
+                Err(format!("not allowed: {ip} is outside the test's networks"))
+            }
+        });
+        let settings = |url: &str| {
+            ProviderSettings::new()
+                .credential("token", "t")
+                .base_url(Some(url))
+                .address_check(Some(check.clone()))
+        };
+        let cloud = factory("hetzner_cloud").unwrap();
+        let err = (cloud.build)(&settings("http://10.0.0.1/v1"))
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "hetzner cloud: invalid configuration: base URL `http://10.0.0.1/v1`: not allowed: \
+             10.0.0.1 is outside the test's networks"
+        );
+        let err = (cloud.build)(&settings("http://[fd00::1]:8080/v1"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("fd00::1"), "{err}");
+        assert!((cloud.build)(&settings("http://127.0.0.1:9/v1")).is_ok());
+        // A host name is judged when it is resolved, on every connection.
+        assert!((cloud.build)(&settings("http://localhost:9/v1")).is_ok());
     }
 }

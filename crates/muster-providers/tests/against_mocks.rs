@@ -647,7 +647,7 @@ async fn no_text_ever_contains_a_token_or_password() {
     let rc = RobotClient::new("#ws+mock", password, Some(rh.base_url())).unwrap();
     let settings = ProviderSettings::new()
         .credential("token", token)
-        .credential("user", "#ws+mock")
+        .credential("username", "#ws+mock")
         .credential("password", password)
         .base_url(Some(ch.base_url()));
     let built = (factory("hetzner_cloud").unwrap().build)(&settings).unwrap();
@@ -681,4 +681,55 @@ async fn no_text_ever_contains_a_token_or_password() {
             "secret in: {t}"
         );
     }
+}
+
+/// The outbound address check: a host name whose addresses are all refused is never connected
+/// to (the mock sees nothing), and the error says why; allowed, the same client works.
+#[tokio::test]
+async fn the_address_check_filters_resolved_addresses_before_connecting() {
+    let mock = HcloudMock::new(3);
+    let (addr, _h) = spawn_hcloud(mock.clone()).await.unwrap();
+    let by_name = format!("http://localhost:{}/v1", addr.port());
+    let refuse_loopback: muster_providers::AddressCheck = std::sync::Arc::new(|ip| {
+        if ip.is_loopback() {
+            Err(format!("not allowed: {ip} is a loopback address"))
+        } else {
+            Ok(())
+        }
+    });
+    let settings = |check: Option<muster_providers::AddressCheck>| {
+        ProviderSettings::new()
+            .credential("token", mock.token())
+            .base_url(Some(by_name.clone()))
+            .address_check(check)
+    };
+    let refused = (factory("hetzner_cloud").unwrap().build)(&settings(Some(refuse_loopback)))
+        .unwrap()
+        .test_connection()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("localhost: not allowed:") && refused.contains("is a loopback address"),
+        "{refused}"
+    );
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "no request may reach a refused address"
+    );
+
+    let allow_loopback: muster_providers::AddressCheck = std::sync::Arc::new(|ip| {
+        if ip.is_loopback() {
+            Ok(())
+        } else {
+            Err(format!("not allowed: {ip}"))
+        }
+    });
+    let count = (factory("hetzner_cloud").unwrap().build)(&settings(Some(allow_loopback)))
+        .unwrap()
+        .test_connection()
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
 }
