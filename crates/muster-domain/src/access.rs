@@ -160,6 +160,16 @@ impl Access {
         }
     }
 
+    /// Whether the caller may do `action` in at least one organization (or everywhere).
+    pub fn can_somewhere(&self, action: Action) -> bool {
+        self.is_admin()
+            || (action == Action::View && self.has_global(Permission::View))
+            || self.grants.iter().any(|g| {
+                g.organization_id.is_some()
+                    && (g.permission == action.scoped_permission() || action == Action::View)
+            })
+    }
+
     /// The organizations whose objects the caller can see.
     pub fn visibility(&self) -> Visibility {
         if self.is_admin() || self.has_global(Permission::View) {

@@ -192,11 +192,38 @@ pub struct Asset {
     pub health: Health,
     pub last_health_check_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// A person assigned the organization by hand (`PUT …/{id}/organization`, or changing
+    /// `organization_id`): discovery no longer moves the asset between organizations.
+    pub organization_pinned: bool,
+    /// What discovery knows of the asset; null for assets no integration listed.
+    pub discovery: Option<AssetDiscovery>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Bumped on every write; the `ETag`.
     #[serde(skip)]
     pub version: i64,
+}
+
+/// Discovery's memory of an asset an integration listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AssetDiscovery {
+    /// The integration that lists the asset (null once that integration is deleted).
+    pub integration_id: Option<String>,
+    /// The provider's status at the last listing, in muster's words. Discovery sets the asset's
+    /// `status` only when this changes (or the asset comes back), so that health checks, agents
+    /// and people own `status` in between.
+    pub provider_status: AssetStatus,
+    /// When a complete listing first missed the asset (it was set `offline` then); null while
+    /// the provider lists it.
+    pub missing_since: Option<DateTime<Utc>>,
+}
+
+impl AssetDiscovery {
+    /// The provider no longer lists the asset.
+    pub fn is_missing(&self) -> bool {
+        self.missing_since.is_some()
+    }
 }
 
 /// Fields a client may send back but cannot set.
@@ -205,6 +232,8 @@ const READ_ONLY: &[&str] = &[
     "health",
     "last_health_check_at",
     "last_seen_at",
+    "organization_pinned",
+    "discovery",
     "created_at",
     "updated_at",
 ];
@@ -308,6 +337,14 @@ impl AssetSpec {
         r.finish();
         s.validate_into(&mut errors);
         errors.finish(s)
+    }
+
+    /// The rules every stored specification follows, for specifications built in code
+    /// (discovery) rather than read from a request.
+    pub fn validate(&self) -> Result<(), FieldErrors> {
+        let mut errors = FieldErrors::default();
+        self.validate_into(&mut errors);
+        errors.finish(())
     }
 
     fn validate_into(&self, e: &mut FieldErrors) {

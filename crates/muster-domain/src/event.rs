@@ -19,12 +19,13 @@ string_enum!(
 );
 
 string_enum!(
-    /// Who caused an event.
+    /// Who caused an event (`integration`: a provider integration's discovery run).
     ActorKind {
         User = "user",
         Token = "token",
         Agent = "agent",
         System = "system",
+        Integration = "integration",
     }
 );
 

@@ -71,6 +71,11 @@ impl<'e> ObjectReader<'e> {
         value
     }
 
+    /// The errors collected so far, for readers of nested values.
+    pub fn errors(&mut self) -> &mut FieldErrors {
+        self.errors
+    }
+
     /// Records a problem found while reading.
     pub fn error(&mut self, field: &str, message: &str) {
         self.errors.add(field, message);

@@ -10,14 +10,19 @@ pub mod event;
 pub mod health;
 pub mod identity;
 pub mod input;
+pub mod integration;
 pub mod label;
 pub mod validation;
 
 pub use access::{Access, Action, Grant, Permission, Visibility};
 pub use agent::{Agent, AgentStatus, EnrollmentToken};
-pub use asset::{Asset, AssetSpec, AssetStatus, AssetType, Health, IpAddress};
+pub use asset::{Asset, AssetDiscovery, AssetSpec, AssetStatus, AssetType, Health, IpAddress};
 pub use event::{Actor, ActorKind, Event, Severity};
 pub use health::HealthCheckConfig;
 pub use identity::{ApiToken, Organization, OrganizationStatus, User};
+pub use integration::{
+    AssetDiscoveryResult, Credentials, DiscoveryRun, Integration, IntegrationKind, IntegrationSpec,
+    OrganizationPattern, RunStatus, RunTrigger,
+};
 pub use label::{LabelSelector, Labels};
 pub use validation::{FieldError, FieldErrors};

@@ -143,6 +143,13 @@ impl Caller {
         self.access.can(action, org)
     }
 
+    /// May the caller do `action` in at least one organization? Counts as an authorization
+    /// check.
+    pub fn can_somewhere(&self, action: Action) -> bool {
+        self.check.mark();
+        self.access.can_somewhere(action)
+    }
+
     /// 404 unless the caller can see objects of `org` (hidden objects do not exist for them).
     pub fn require_visible(&self, org: Option<&str>, what: &str) -> ApiResult<()> {
         if self.can(Action::View, org) {

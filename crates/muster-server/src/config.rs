@@ -25,6 +25,12 @@ pub struct ServerConfig {
     pub session_hours: i64,
     /// `MUSTER_PROBE_NETWORKS`: when set, the only networks health checks may reach.
     pub probe_networks: Option<String>,
+    /// `MUSTER_OUTBOUND_NETWORKS`: when set, the only networks provider APIs (and other
+    /// outbound calls) may be reached at; unset, public addresses only.
+    pub outbound_networks: Option<String>,
+    /// The key that seals integration credentials.
+    pub secret_key: SecretKeySource,
+    pub discovery: DiscoverySettings,
     pub health: HealthSettings,
     /// The URL agents reach this server at (default: what each request came to).
     pub public_url: Option<String>,
@@ -32,6 +38,44 @@ pub struct ServerConfig {
     /// to this executable).
     pub agent_binary: Option<PathBuf>,
     pub agents: AgentSettings,
+}
+
+/// Where the key that seals integration credentials comes from. It is never stored in the
+/// database: a copy of the database alone reveals no credential.
+#[derive(Debug, Clone, Default)]
+pub enum SecretKeySource {
+    /// `<data_dir>/secret.key`, created (32 random bytes, base64, mode 0600) on first start.
+    #[default]
+    DataDir,
+    /// A base64 32-byte key (`MUSTER_SECRET_KEY`, or the file `MUSTER_SECRET_KEY_FILE` names);
+    /// every replica on one database needs the same one.
+    Key(SecretString),
+    /// A random key for this process only: tests, and commands that seal nothing.
+    Ephemeral,
+}
+
+/// Settings of discovery.
+#[derive(Debug, Clone)]
+pub struct DiscoverySettings {
+    /// Run integrations' schedules in `serve` (tests drive them step by step instead).
+    pub scheduler: bool,
+    /// How often the scheduler looks for due integrations.
+    pub tick: std::time::Duration,
+    /// Integrations run at once by the scheduler.
+    pub concurrency: usize,
+    /// How long a run may take; its claim lasts a little longer, so two never overlap.
+    pub run_timeout: std::time::Duration,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        Self {
+            scheduler: true,
+            tick: std::time::Duration::from_secs(15),
+            concurrency: 4,
+            run_timeout: std::time::Duration::from_secs(25 * 60),
+        }
+    }
 }
 
 /// Settings of the agent workers.
@@ -76,6 +120,9 @@ impl Default for ServerConfig {
             secure_cookies: false,
             session_hours: 12,
             probe_networks: None,
+            outbound_networks: None,
+            secret_key: SecretKeySource::DataDir,
+            discovery: DiscoverySettings::default(),
             health: HealthSettings::default(),
             public_url: None,
             agent_binary: None,

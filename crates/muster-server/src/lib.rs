@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -59,6 +60,7 @@ use crate::error::ApiError;
         (name = "events", description = "Audit log and change feed"),
         (name = "health", description = "Health checks of assets"),
         (name = "agents", description = "Agents, heartbeats, reports and the dead man's switch"),
+        (name = "discovery", description = "Provider integrations and discovery runs"),
         (name = "auth", description = "Console sessions"),
         (name = "operations", description = "Health, metrics"),
     )
@@ -94,6 +96,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(api::events::router())
         .merge(api::health::router())
         .merge(api::agents::router())
+        .merge(api::integrations::router())
+        .merge(api::discovery::router())
         .merge(api::install::router())
         .merge(api::session::router())
         .merge(api::ops::router())
@@ -187,6 +191,12 @@ pub async fn serve(
     if state.config.health.scheduler {
         workers.spawn(health::scheduler::Scheduler::new(state.clone()).run(signalled.subscribe()));
         workers.spawn(health::scheduler::run_retention(
+            state.clone(),
+            signalled.subscribe(),
+        ));
+    }
+    if state.config.discovery.scheduler {
+        workers.spawn(discovery::scheduler::run_worker(
             state.clone(),
             signalled.subscribe(),
         ));

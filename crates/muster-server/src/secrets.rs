@@ -15,6 +15,9 @@ use rand::RngCore;
 
 const PREFIX: &str = "v1:";
 
+/// The key file's name in the data directory.
+pub const KEY_FILE: &str = "secret.key";
+
 /// Seals and opens secrets with one key.
 #[derive(Clone)]
 pub struct SecretBox {
@@ -67,13 +70,23 @@ impl SecretBox {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(fail)?;
                 }
+                // Written under a temporary name, private from its first byte, then renamed:
+                // a crash leaves no half-written key, and no moment lets others read it.
                 let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, STANDARD.encode(key)).map_err(fail)?;
+                let _ = std::fs::remove_file(&tmp);
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
                 #[cfg(unix)]
                 {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                {
+                    use std::io::Write;
+                    let mut file = options.open(&tmp).map_err(fail)?;
+                    file.write_all(STANDARD.encode(key).as_bytes())
                         .map_err(fail)?;
+                    file.sync_all().map_err(fail)?;
                 }
                 std::fs::rename(&tmp, path).map_err(fail)?;
                 Self::new(&key)
@@ -89,6 +102,7 @@ impl SecretBox {
         Self::new(&key).unwrap_or_else(|_| unreachable!("32 bytes"))
     }
 
+    /// Seals `plaintext`; the answer is safe to store.
     pub fn seal(&self, plaintext: &[u8]) -> String {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);

@@ -8,10 +8,11 @@ use crate::agents::batcher;
 use crate::agents::{AgentService, CredentialCache};
 use crate::auth::LoginThrottle;
 use crate::clock::Clock;
-use crate::config::ServerConfig;
+use crate::config::{SecretKeySource, ServerConfig};
 use crate::health::{HealthService, Prober};
 use crate::metrics::Metrics;
 use crate::recent::RecentFacts;
+use crate::secrets::SecretBox;
 
 /// Cheap to clone: everything sits behind `Arc`s.
 #[derive(Clone)]
@@ -25,11 +26,16 @@ pub struct AppState {
     pub agents: Arc<AgentService>,
     /// Tokens and organizations read in the last few seconds.
     pub recent: Arc<RecentFacts>,
+    /// Seals and opens integration credentials.
+    pub secrets: Arc<SecretBox>,
+    /// Where provider APIs (and other outbound calls) may be reached at.
+    pub outbound: Arc<muster_probe::NetworkPolicy>,
 }
 
 impl AppState {
-    /// Builds the state; fails on a bad `probe_networks` or compatibility network list. Call
-    /// inside a Tokio runtime.
+    /// Builds the state; fails on a bad `probe_networks`, `outbound_networks` or compatibility
+    /// network list, or a secret key that cannot be read or created. Call inside a Tokio
+    /// runtime.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -48,6 +54,19 @@ impl AppState {
         prober: Prober,
     ) -> anyhow::Result<Self> {
         let liveness = config.agents.liveness;
+        let outbound = muster_probe::NetworkPolicy::outbound_from_setting(
+            config.outbound_networks.as_deref(),
+        )?;
+        let secrets = match &config.secret_key {
+            SecretKeySource::DataDir => {
+                SecretBox::from_key_file(&config.data_dir.join(crate::secrets::KEY_FILE))?
+            }
+            SecretKeySource::Key(key) => {
+                use secrecy::ExposeSecret;
+                SecretBox::from_base64(key.expose_secret())?
+            }
+            SecretKeySource::Ephemeral => SecretBox::random(),
+        };
         let compat = match &config.agents.compat_networks {
             Some(list) => Some(crate::agents::Compat {
                 networks: muster_probe::NetworkPolicy::parse(list)?,
@@ -68,6 +87,8 @@ impl AppState {
                 liveness,
             }),
             recent: Arc::new(RecentFacts::default()),
+            secrets: Arc::new(secrets),
+            outbound: Arc::new(outbound),
             store,
         })
     }

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use muster_domain::{Asset, AssetSpec, AssetStatus, AssetType, Event, Health};
+use muster_domain::{Asset, AssetDiscovery, AssetSpec, AssetStatus, AssetType, Event, Health};
 use muster_store::group_commit::BatchWrite;
 use muster_store::sql::{Dialect, asset_filter, capped_count};
 use muster_store::stats::StatsTrigger;
-use muster_store::{AssetQuery, AssetSortField, Page, Result, StoreError};
+use muster_store::{AssetQuery, AssetSortField, AssetWrite, Page, Result, StoreError};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -53,13 +53,14 @@ async fn write_labels(conn: &mut PgConnection, assets: &[&Asset]) -> Result<()> 
     Ok(())
 }
 
-const COLUMNS: &[&str] = &[
+/// Columns a write of the asset's specification and discovery state sets: the HTTP update,
+/// and discovery's batched updates ([`write_many`]), which leave the rest alone.
+const SPEC_COLUMNS: &[&str] = &[
     "name",
     "asset_type",
     "organization_id",
     "project",
     "status",
-    "health",
     "provider",
     "provider_id",
     "external_id",
@@ -76,25 +77,41 @@ const COLUMNS: &[&str] = &[
     "notes",
     "metadata",
     "health_check_config",
-    "last_health_check_at",
-    "last_seen_at",
-    "created_at",
+    "organization_pinned",
+    "integration_id",
+    "provider_status",
+    "missing_since",
     "updated_at",
     "version",
 ];
 
-/// Binds every column of [`COLUMNS`], in its order, with `$bind` (`bind` on a query,
-/// `push_bind` on a row of a multi-row insert).
-macro_rules! bind_asset {
+/// Columns owned by health checks and agents, and the creation time: written on insert and by
+/// the full update, never by [`write_many`].
+const OTHER_COLUMNS: &[&str] = &[
+    "health",
+    "last_health_check_at",
+    "last_seen_at",
+    "created_at",
+];
+
+/// Every column but `id`: [`SPEC_COLUMNS`], then [`OTHER_COLUMNS`] (as [`bind_asset`] binds
+/// them).
+fn columns() -> Vec<&'static str> {
+    SPEC_COLUMNS.iter().chain(OTHER_COLUMNS).copied().collect()
+}
+
+/// Binds [`SPEC_COLUMNS`] in order with `$bind` (`bind` on a query, `push_bind` on a row of a
+/// multi-row insert).
+macro_rules! bind_spec {
     ($q:expr, $bind:ident, $a:expr) => {{
         let a: &Asset = $a;
         let s = &a.spec;
+        let d = a.discovery.as_ref();
         $q.$bind(&s.name)
             .$bind(s.asset_type.as_str())
             .$bind(&s.organization_id)
             .$bind(&s.project)
             .$bind(s.status.as_str())
-            .$bind(a.health.as_str())
             .$bind(&s.provider)
             .$bind(&s.provider_id)
             .$bind(&s.external_id)
@@ -111,11 +128,24 @@ macro_rules! bind_asset {
             .$bind(&s.notes)
             .$bind(Json(&s.metadata))
             .$bind(Json(&s.health_check_config))
+            .$bind(a.organization_pinned)
+            .$bind(d.and_then(|d| d.integration_id.as_deref()))
+            .$bind(d.map(|d| d.provider_status.as_str()))
+            .$bind(d.and_then(|d| d.missing_since))
+            .$bind(a.updated_at)
+            .$bind(a.version)
+    }};
+}
+
+/// Binds every column of [`columns`], in its order.
+macro_rules! bind_asset {
+    ($q:expr, $bind:ident, $a:expr) => {{
+        let a: &Asset = $a;
+        bind_spec!($q, $bind, a)
+            .$bind(a.health.as_str())
             .$bind(a.last_health_check_at)
             .$bind(a.last_seen_at)
             .$bind(a.created_at)
-            .$bind(a.updated_at)
-            .$bind(a.version)
     }};
 }
 
@@ -133,11 +163,11 @@ pub(crate) struct AssetInserts {
 impl BatchWrite<NewAsset> for AssetInserts {
     async fn write_batch(&self, items: &[NewAsset]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        // 28 parameters a row, under PostgreSQL's limit of 65,535 per statement.
-        for chunk in items.chunks(2_000) {
+        // 32 parameters a row, under PostgreSQL's limit of 65,535 per statement.
+        for chunk in items.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::<Postgres>::new(format!(
                 "INSERT INTO assets (id, {}) ",
-                COLUMNS.join(", ")
+                columns().join(", ")
             ));
             q.push_values(chunk, |mut b, (asset, _)| {
                 bind_asset!(b.push_bind(&asset.id), push_bind, asset);
@@ -184,8 +214,9 @@ pub(crate) async fn update(
     event: &Event,
 ) -> Result<()> {
     let mut tx = store.begin().await?;
-    let n = COLUMNS.len();
-    let sets: Vec<String> = COLUMNS
+    let columns = columns();
+    let n = columns.len();
+    let sets: Vec<String> = columns
         .iter()
         .enumerate()
         .map(|(i, c)| format!("{c} = ${}", i + 1))
@@ -323,8 +354,133 @@ fn from_row(r: &PgRow) -> Result<Asset> {
         health: Health::parse(&health).ok_or_else(|| bad("health", &health))?,
         last_health_check_at: r.try_get("last_health_check_at").map_err(map_err)?,
         last_seen_at: r.try_get("last_seen_at").map_err(map_err)?,
+        organization_pinned: r.try_get("organization_pinned").map_err(map_err)?,
+        discovery: match o("provider_status")? {
+            None => None,
+            Some(status) => Some(AssetDiscovery {
+                integration_id: o("integration_id")?,
+                provider_status: AssetStatus::parse(&status)
+                    .ok_or_else(|| bad("provider_status", &status))?,
+                missing_since: r.try_get("missing_since").map_err(map_err)?,
+            }),
+        },
         created_at: r.try_get("created_at").map_err(map_err)?,
         updated_at: r.try_get("updated_at").map_err(map_err)?,
         version: r.try_get("version").map_err(map_err)?,
     })
+}
+
+/// Rows per multi-row INSERT: 32 values each stays under PostgreSQL's 65,535 parameters.
+const INSERT_CHUNK: usize = 2_000;
+
+/// [`muster_store::Store::write_assets`]: one transaction; inserts as multi-row statements,
+/// updates one guarded statement each (specification and discovery state only), labels and
+/// events in bulk.
+pub(crate) async fn write_many(store: &PostgresStore, writes: &[AssetWrite]) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    let inserts: Vec<&Asset> = writes
+        .iter()
+        .filter_map(|w| match w {
+            AssetWrite::Insert { asset, .. } => Some(asset),
+            AssetWrite::Update { .. } => None,
+        })
+        .collect();
+    for chunk in inserts.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO assets (id, {}) ",
+            columns().join(", ")
+        ));
+        q.push_values(chunk, |mut b, asset| {
+            bind_asset!(b.push_bind(&asset.id), push_bind, asset);
+        });
+        q.build().execute(&mut *tx).await.map_err(map_err)?;
+    }
+    let n = SPEC_COLUMNS.len();
+    let sets: Vec<String> = SPEC_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    let update_sql = format!(
+        "UPDATE assets SET {} WHERE id = ${} AND version = ${}",
+        sets.join(", "),
+        n + 1,
+        n + 2
+    );
+    let mut updated: Vec<&str> = Vec::new();
+    for w in writes {
+        if let AssetWrite::Update {
+            asset,
+            expected_version,
+            ..
+        } = w
+        {
+            let done = bind_spec!(sqlx::query(&update_sql), bind, asset)
+                .bind(&asset.id)
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            if done.rows_affected() == 0 {
+                return Err(missing_or_stale(&mut tx, &asset.id).await);
+            }
+            updated.push(asset.id.as_str());
+        }
+    }
+    if !updated.is_empty() {
+        sqlx::query("DELETE FROM asset_labels WHERE asset_id = ANY($1)")
+            .bind(&updated)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
+    let assets: Vec<&Asset> = writes.iter().map(AssetWrite::asset).collect();
+    write_labels(&mut tx, &assets).await?;
+    let events: Vec<&Event> = writes.iter().map(AssetWrite::event).collect();
+    events::append_all(&mut tx, &events).await?;
+    tx.commit().await.map_err(map_err)?;
+    rows_changed(
+        &store.pool,
+        &store.stats,
+        inserts.len() as u64,
+        updated.len() as u64,
+    );
+    Ok(())
+}
+
+/// Assets whose `integration_id` is `integration_id`, and those whose `external_id` is one of
+/// `external_ids` (one statement each, not one per server).
+pub(crate) async fn for_discovery(
+    store: &PostgresStore,
+    integration_id: &str,
+    external_ids: &[String],
+) -> Result<Vec<Asset>> {
+    let rows = sqlx::query("SELECT * FROM assets WHERE integration_id = $1")
+        .bind(integration_id)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(map_err)?;
+    let mut out: Vec<Asset> = rows.iter().map(from_row).collect::<Result<_>>()?;
+    let known: std::collections::HashSet<&str> = out
+        .iter()
+        .filter_map(|a| a.spec.external_id.as_deref())
+        .collect();
+    let unknown: Vec<&str> = external_ids
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !known.contains(e))
+        .collect();
+    if !unknown.is_empty() {
+        let rows = sqlx::query("SELECT * FROM assets WHERE external_id = ANY($1)")
+            .bind(&unknown)
+            .fetch_all(&store.pool)
+            .await
+            .map_err(map_err)?;
+        let more: Vec<Asset> = rows.iter().map(from_row).collect::<Result<_>>()?;
+        out.extend(more);
+    }
+    Ok(out)
 }

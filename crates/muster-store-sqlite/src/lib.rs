@@ -10,6 +10,7 @@ mod assets;
 mod events;
 mod health;
 mod identity;
+mod integrations;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,12 +21,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use muster_domain::agent::Liveness;
 use muster_domain::health::HealthState;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken};
-use muster_domain::{ApiToken, Asset, Event, Organization, User, Visibility};
+use muster_domain::{
+    ApiToken, Asset, DiscoveryRun, Event, Integration, Organization, User, Visibility,
+};
 use muster_store::group_commit::GroupCommit;
 use muster_store::stats::StatsTrigger;
 use muster_store::{
-    AgentReport, AssetQuery, EventQuery, HealthRecord, HealthUpdate, Heartbeat, Page, PageRequest,
-    PruneCounts, Result, Session, Store, StoreError, Uptime,
+    AgentReport, AssetQuery, AssetWrite, EventQuery, HealthRecord, HealthUpdate, Heartbeat, Page,
+    PageRequest, PruneCounts, Result, Session, Store, StoreError, Uptime,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -387,6 +390,76 @@ impl Store for SqliteStore {
     }
     async fn delete_asset(&self, id: &str, expected_version: i64, event: &Event) -> Result<()> {
         assets::delete(self, id, expected_version, event).await
+    }
+    async fn write_assets(&self, writes: &[AssetWrite]) -> Result<()> {
+        assets::write_many(self, writes).await
+    }
+    async fn discovery_assets(
+        &self,
+        integration_id: &str,
+        external_ids: &[String],
+    ) -> Result<Vec<Asset>> {
+        assets::for_discovery(self, integration_id, external_ids).await
+    }
+
+    async fn insert_integration(
+        &self,
+        integration: &Integration,
+        sealed_credentials: &str,
+        event: &Event,
+    ) -> Result<()> {
+        integrations::insert(self, integration, sealed_credentials, event).await
+    }
+    async fn get_integration(&self, id: &str) -> Result<Integration> {
+        integrations::get(self, id).await
+    }
+    async fn integration_credentials(&self, id: &str) -> Result<String> {
+        integrations::credentials(self, id).await
+    }
+    async fn list_integrations(
+        &self,
+        visibility: &Visibility,
+        page: PageRequest,
+    ) -> Result<Page<Integration>> {
+        integrations::list(self, visibility, page).await
+    }
+    async fn update_integration(
+        &self,
+        integration: &Integration,
+        sealed_credentials: Option<&str>,
+        event: &Event,
+    ) -> Result<()> {
+        integrations::update(self, integration, sealed_credentials, event).await
+    }
+    async fn delete_integration(&self, id: &str, event: &Event) -> Result<()> {
+        integrations::delete(self, id, event).await
+    }
+    async fn claim_integration(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        integrations::claim(self, id, owner, now, until).await
+    }
+    async fn due_integrations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Integration>> {
+        integrations::due(self, now, limit).await
+    }
+    async fn finish_discovery_run(
+        &self,
+        run: &DiscoveryRun,
+        owner: &str,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        integrations::finish_run(self, run, owner, next_run_at).await
+    }
+    async fn list_discovery_runs(
+        &self,
+        integration_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<DiscoveryRun>> {
+        integrations::list_runs(self, integration_id, page).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Page<Event>> {

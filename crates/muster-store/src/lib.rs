@@ -5,6 +5,7 @@
 //! in one transaction (the transactional outbox), or neither.
 
 pub mod agents;
+pub mod discovery;
 pub mod group_commit;
 pub mod health;
 pub mod query;
@@ -15,11 +16,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use muster_domain::agent::Liveness;
 use muster_domain::{
-    Agent, AgentStatus, ApiToken, Asset, AssetStatus, EnrollmentToken, Event, Organization, User,
-    Visibility,
+    Agent, AgentStatus, ApiToken, Asset, AssetStatus, DiscoveryRun, EnrollmentToken, Event,
+    Integration, Organization, User, Visibility,
 };
 
 pub use agents::{AgentReport, Heartbeat};
+pub use discovery::AssetWrite;
 pub use health::{HealthRecord, HealthUpdate, PruneCounts, Uptime};
 pub use query::{AssetQuery, AssetSort, AssetSortField, EventQuery, Page, PageRequest};
 
@@ -122,6 +124,77 @@ pub trait Store: Send + Sync + 'static {
     -> Result<()>;
     /// Deletes the asset if its stored version is still `expected_version`.
     async fn delete_asset(&self, id: &str, expected_version: i64, event: &Event) -> Result<()>;
+    /// Writes every insert and update of `writes`, each with its event, in one transaction: all
+    /// or nothing. The batch fails with `Conflict` when an insert's `external_id` is taken and
+    /// with `Stale` (or `NotFound`) when an update's asset moved past its expected version.
+    /// Updates write the specification, `organization_pinned` and the discovery state, never
+    /// the health columns or `last_seen_at` (health checks and agents own those).
+    async fn write_assets(&self, writes: &[AssetWrite]) -> Result<()>;
+    /// The assets an integration's discovery compares against, read at once: those it listed
+    /// before, and those whose `external_id` is in `external_ids` (another integration's, or
+    /// made by hand).
+    async fn discovery_assets(
+        &self,
+        integration_id: &str,
+        external_ids: &[String],
+    ) -> Result<Vec<Asset>>;
+
+    // Integrations.
+    /// `sealed_credentials` is the credentials' sealed text; the store never sees them clear.
+    /// `Conflict` when the organization is unknown.
+    async fn insert_integration(
+        &self,
+        integration: &Integration,
+        sealed_credentials: &str,
+        event: &Event,
+    ) -> Result<()>;
+    async fn get_integration(&self, id: &str) -> Result<Integration>;
+    /// The sealed credentials of an integration.
+    async fn integration_credentials(&self, id: &str) -> Result<String>;
+    /// Integrations the visibility allows, oldest first.
+    async fn list_integrations(
+        &self,
+        visibility: &Visibility,
+        page: PageRequest,
+    ) -> Result<Page<Integration>>;
+    /// Writes the integration's settings, and its credentials when given. `next_run_at` is
+    /// written only when `schedule_minutes` changes (a run's own scheduling is left alone).
+    async fn update_integration(
+        &self,
+        integration: &Integration,
+        sealed_credentials: Option<&str>,
+        event: &Event,
+    ) -> Result<()>;
+    /// Deletes the integration and its runs; its assets stay (their discovery state no longer
+    /// names it).
+    async fn delete_integration(&self, id: &str, event: &Event) -> Result<()>;
+    /// Claims the next discovery run of the integration for `owner` until `until`, unless
+    /// another owner's claim is still valid at `now`: a run at a time, across replicas.
+    /// `false` also when the integration is gone.
+    async fn claim_integration(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Integrations with a schedule whose next run is due at `now` and whose claim (if any)
+    /// has run out, most overdue first.
+    async fn due_integrations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Integration>>;
+    /// Records a finished run, sets the integration's `next_run_at` and releases `owner`'s
+    /// claim, in one transaction; keeps the newest 100 runs of the integration.
+    async fn finish_discovery_run(
+        &self,
+        run: &DiscoveryRun,
+        owner: &str,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<()>;
+    /// Runs of an integration, newest first.
+    async fn list_discovery_runs(
+        &self,
+        integration_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<DiscoveryRun>>;
 
     // Events.
     async fn list_events(&self, query: &EventQuery) -> Result<Page<Event>>;

@@ -195,7 +195,7 @@ async fn only_the_agent_wrote(state: &AppState, agent: &Agent, asset_id: &str) -
         Ok(events) if events.total <= 500 => events.items.iter().all(|e| match e.actor.kind {
             ActorKind::Agent => e.actor.id.as_deref() == Some(agent.id.as_str()),
             ActorKind::System => matches!(e.actor.name.as_str(), "liveness" | "health"),
-            ActorKind::User | ActorKind::Token => false,
+            ActorKind::User | ActorKind::Token | ActorKind::Integration => false,
         }),
         _ => false,
     }

@@ -326,6 +326,8 @@ async fn register_machine(
                 health: Health::Unknown,
                 last_health_check_at: None,
                 last_seen_at: Some(now),
+                organization_pinned: false,
+                discovery: None,
                 created_at: now,
                 updated_at: now,
                 version: 1,

@@ -70,6 +70,9 @@ pub struct AssetList {
 pub struct OrganizationAssignment {
     /// The new organization; `null` takes the asset out of every organization.
     pub organization_id: Option<String>,
+    /// Keep this assignment when discovery runs (default `true`); `false` hands the
+    /// organization back to discovery's rules.
+    pub pinned: Option<bool>,
 }
 
 fn bad_query(message: String) -> ApiError {
@@ -188,6 +191,8 @@ async fn create_asset(
         health: Health::Unknown,
         last_health_check_at: None,
         last_seen_at: None,
+        organization_pinned: false,
+        discovery: None,
         created_at: now,
         updated_at: now,
         version: 1,
@@ -236,12 +241,16 @@ async fn get_asset(
 
 /// Reads, authorizes, changes and writes an asset, guarded by its version. Without `If-Match`
 /// a concurrent writer makes it start over (a few times); with it, the answer is 412.
+///
+/// A change of organization by a person pins it (discovery no longer moves the asset);
+/// `pin` sets the flag explicitly instead.
 async fn modify(
     state: &AppState,
     caller: &Caller,
     id: &str,
     headers: &HeaderMap,
     event_type: &str,
+    pin: Option<bool>,
     change: impl Fn(&Asset) -> ApiResult<AssetSpec>,
 ) -> ApiResult<Response> {
     const ATTEMPTS: usize = 3;
@@ -256,12 +265,21 @@ async fn modify(
             caller.require(Action::Create, spec.organization_id.as_deref())?;
             ensure_organization(state, spec.organization_id.as_deref()).await?;
         }
-        let diff = changes(&current.spec, &spec, &[]);
+        let moved_by_hand = spec.organization_id != current.spec.organization_id;
+        let keep_org = pin.unwrap_or(current.organization_pinned || moved_by_hand);
+        let mut diff = changes(&current.spec, &spec, &[]);
+        if keep_org != current.organization_pinned {
+            diff.insert(
+                "organization_pinned".into(),
+                serde_json::json!({"before": current.organization_pinned, "after": keep_org}),
+            );
+        }
         if diff.is_empty() {
             return Ok(asset_response(StatusCode::OK, &current));
         }
         let updated = Asset {
             spec,
+            organization_pinned: keep_org,
             updated_at: state.clock.now(),
             version: current.version + 1,
             ..current.clone()
@@ -322,9 +340,15 @@ async fn replace_asset(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    modify(&state, &caller, &id, &headers, "asset.updated", |_| {
-        Ok(AssetSpec::from_json(body.clone())?)
-    })
+    modify(
+        &state,
+        &caller,
+        &id,
+        &headers,
+        "asset.updated",
+        None,
+        |_| Ok(AssetSpec::from_json(body.clone())?),
+    )
     .await
 }
 
@@ -343,16 +367,23 @@ async fn patch_asset(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    modify(&state, &caller, &id, &headers, "asset.updated", |current| {
-        Ok(current.spec.patched(body.clone())?)
-    })
+    modify(
+        &state,
+        &caller,
+        &id,
+        &headers,
+        "asset.updated",
+        None,
+        |current| Ok(current.spec.patched(body.clone())?),
+    )
     .await
 }
 
 /// Move an asset to another organization
 ///
 /// Needs edit permission where the asset is and create permission where it goes
-/// (`infrastructure.admin` has both).
+/// (`infrastructure.admin` has both). The assignment is pinned: discovery no longer moves the
+/// asset, until `"pinned": false` is sent.
 #[utoipa::path(put, path = "/api/infrastructure/assets/{id}/organization", tag = "assets",
     params(("id" = String, Path, description = "Asset id")),
     request_body = OrganizationAssignment,
@@ -367,11 +398,17 @@ async fn set_organization(
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::default();
     let mut target = None;
+    let mut pinned = true;
     if let Some(mut r) = ObjectReader::new(body, &mut errors) {
         match r.patch::<String>("organization_id") {
             Patch::Absent => r.error("organization_id", "is required (null for none)"),
             Patch::Null => {}
             Patch::Value(v) => target = Some(v),
+        }
+        match r.patch::<bool>("pinned") {
+            Patch::Value(p) => pinned = p,
+            Patch::Null => r.error("pinned", "must be true or false"),
+            Patch::Absent => {}
         }
         r.finish();
     }
@@ -384,6 +421,7 @@ async fn set_organization(
         &id,
         &headers,
         "asset.organization_changed",
+        Some(pinned),
         |current| {
             Ok(AssetSpec {
                 organization_id: target.clone(),

@@ -2,9 +2,11 @@
 
 pub mod agents;
 pub mod assets;
+pub mod discovery;
 pub mod events;
 pub mod health;
 pub mod install;
+pub mod integrations;
 pub mod members;
 pub mod ops;
 pub mod organizations;

@@ -28,6 +28,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             // Issuing a token probes nothing; allow only loopback all the same.
             let config = ServerConfig {
                 probe_networks: Some("127.0.0.1/32".into()),
+                // Issuing a token seals nothing: no key file is read or made.
+                secret_key: muster_server::config::SecretKeySource::Ephemeral,
                 ..ServerConfig::default()
             };
             let state = AppState::new(store.clone(), Arc::new(SystemClock), config)?;

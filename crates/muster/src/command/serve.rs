@@ -8,7 +8,7 @@ use clap::Args;
 use muster_domain::agent::Liveness;
 use muster_server::bootstrap::{FirstAdmin, ensure_first_admin};
 use muster_server::clock::SystemClock;
-use muster_server::config::AgentSettings;
+use muster_server::config::{AgentSettings, DiscoverySettings, SecretKeySource};
 use muster_server::health::scheduler::HealthSettings;
 use muster_server::{AppState, ServerConfig};
 use secrecy::SecretString;
@@ -48,6 +48,21 @@ pub struct ServeArgs {
     /// address but loopback, link-local and unspecified).
     #[arg(long, env = "MUSTER_PROBE_NETWORKS")]
     pub probe_networks: Option<String>,
+    /// Comma-separated CIDRs: when set, the only networks provider APIs (and other outbound
+    /// calls) may be reached at (unset: public addresses only).
+    #[arg(long, env = "MUSTER_OUTBOUND_NETWORKS")]
+    pub outbound_networks: Option<String>,
+    /// The key that seals integration credentials: 32 random bytes, base64 (`openssl rand
+    /// -base64 32`). Default: `<data-dir>/secret.key`, created on first start. Every replica on
+    /// one database needs the same key. Prefer MUSTER_SECRET_KEY_FILE to a flag.
+    #[arg(long, env = "MUSTER_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// A file holding the secret key (as MUSTER_SECRET_KEY holds it).
+    #[arg(long, env = "MUSTER_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// Run integrations' discovery schedules (`false` to discover only on request).
+    #[arg(long, env = "MUSTER_DISCOVERY_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub discovery_scheduler: bool,
     /// Run scheduled health checks (`false` to only check on request).
     #[arg(long, env = "MUSTER_HEALTH_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub health_scheduler: bool,
@@ -137,6 +152,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(p) => Some(SecretString::from(p)),
         None => secret_from_file("MUSTER_ADMIN_PASSWORD")?,
     };
+    let secret_key = match (args.secret_key, &args.secret_key_file) {
+        (Some(key), _) => SecretKeySource::Key(SecretString::from(key)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading MUSTER_SECRET_KEY_FILE ({})", path.display()))?;
+            SecretKeySource::Key(SecretString::from(text.trim().to_string()))
+        }
+        (None, None) => SecretKeySource::DataDir,
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.storage.data_dir.clone(),
@@ -147,6 +171,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         secure_cookies: args.secure_cookies,
         session_hours: args.session_hours,
         probe_networks: args.probe_networks,
+        outbound_networks: args.outbound_networks,
+        secret_key,
+        discovery: DiscoverySettings {
+            scheduler: args.discovery_scheduler,
+            ..DiscoverySettings::default()
+        },
         public_url: args.public_url,
         agent_binary: args.agent_binary,
         agents: AgentSettings {
@@ -168,7 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let state = AppState::new(store.clone(), Arc::new(SystemClock), config.clone())
-        .context("configuring health checks")?;
+        .context("configuring the server (network lists, secret key)")?;
     match ensure_first_admin(
         &state,
         config.admin_email.as_deref(),

@@ -68,9 +68,19 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
         ));
-        // Tests probe loopback only, unless a test narrows it further.
+        // Tests probe and call out to loopback only, unless a test narrows it further; their
+        // secret key lives as long as the test (no key file in the working directory).
         let config = ServerConfig {
             probe_networks: config.probe_networks.or(Some("127.0.0.0/8,::1/128".into())),
+            outbound_networks: config
+                .outbound_networks
+                .or(Some("127.0.0.0/8,::1/128".into())),
+            secret_key: match config.secret_key {
+                muster_server::config::SecretKeySource::DataDir => {
+                    muster_server::config::SecretKeySource::Ephemeral
+                }
+                other => other,
+            },
             ..config
         };
         let state = AppState::new(store, clock.clone(), config).expect("state");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use muster_domain::health::{HealthState, Outcome};
 use muster_domain::{
-    Actor, ActorKind, Agent, AgentStatus, ApiToken, Asset, AssetSpec, AssetStatus, AssetType,
-    EnrollmentToken, Event, Grant, Health, HealthCheckConfig, IpAddress, LabelSelector,
+    Actor, ActorKind, Agent, AgentStatus, ApiToken, Asset, AssetDiscovery, AssetSpec, AssetStatus,
+    AssetType, EnrollmentToken, Event, Grant, Health, HealthCheckConfig, IpAddress, LabelSelector,
     Organization, OrganizationStatus, Permission, Severity, User, Visibility,
 };
 use muster_store::{
@@ -180,6 +180,8 @@ fn asset(name: &str) -> Asset {
         health: Health::Unknown,
         last_health_check_at: None,
         last_seen_at: None,
+        organization_pinned: false,
+        discovery: None,
         created_at: t,
         updated_at: t,
         version: 1,
@@ -890,6 +892,13 @@ fn full_asset(org: &Organization) -> Asset {
         health: Health::Degraded,
         last_health_check_at: Some(at("2024-05-01T10:00:00.123456Z")),
         last_seen_at: Some(at("2024-05-01T10:00:01.000001Z")),
+        organization_pinned: true,
+        // The integration that listed it is gone (its id is null): the rest stays.
+        discovery: Some(AssetDiscovery {
+            integration_id: None,
+            provider_status: AssetStatus::Offline,
+            missing_since: Some(at("2024-05-01T09:59:59.999999Z")),
+        }),
         created_at: at("1999-12-31T23:59:59.999999Z"),
         updated_at: at("2024-05-01T10:00:02.5+02:00"),
         version: 7,
