@@ -150,21 +150,20 @@ fn read_candidate(body: Value) -> ApiResult<Candidate> {
     let Value::Object(mut map) = body else {
         return Err(ApiError::invalid_field("", "expected a JSON object"));
     };
+    // Only these; the rest of an integration's fields mean nothing to a test.
     let mut errors = FieldErrors::default();
-    for key in map.keys() {
-        if ![
-            "type",
-            "credentials",
-            "base_url",
-            "label_selector",
-            "integration_id",
-        ]
-        .contains(&key.as_str())
-        {
-            errors.add(key.clone(), "unknown field");
+    let allowed = ["type", "credentials", "base_url", "label_selector"];
+    let unknown: Vec<String> = map
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for key in unknown {
+        map.remove(&key);
+        if key != "integration_id" {
+            errors.add(key, "unknown field");
         }
     }
-    map.remove("integration_id");
     map.entry("type").or_insert(json!("hetzner_cloud"));
     map.insert("name".into(), json!("connection test"));
     let read = IntegrationSpec::read(Value::Object(map), None, &known_kinds());

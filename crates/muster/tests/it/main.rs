@@ -4,6 +4,7 @@ mod agents;
 mod api;
 mod authz;
 mod blackbox;
+mod discovery;
 mod harness;
 mod health;
 mod openapi;
