@@ -58,6 +58,10 @@ enum Target {
     /// Organization A and a new user who is a member there.
     FreshMember(&'static str),
     FreshAdminToken(&'static str),
+    /// The Hetzner Cloud integration of organization A (on a loopback mock).
+    Integration(&'static str),
+    /// A new integration of organization A.
+    FreshIntegration(&'static str),
 }
 
 struct Row {
@@ -79,6 +83,9 @@ struct Fixture {
     agent_id: String,
     enroll_id: String,
     enroll_secret: String,
+    integration_a: String,
+    /// The base URL of the Hetzner Cloud mock the integrations point at.
+    mock_url: String,
 }
 
 fn none(_: &Fixture, _: &str) -> Option<Value> {
@@ -280,6 +287,75 @@ fn rows() -> Vec<Row> {
         },
         Row {
             method: Method::GET,
+            route: "/api/integrations",
+            target: Path("/api/integrations"),
+            body: none,
+            expect: [200, 200, 200, 200, 200, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/integrations",
+            target: Path("/api/integrations"),
+            body: |f, role| {
+                Some(
+                    json!({"type": "hetzner_cloud", "name": role, "organization_id": f.org_a,
+                            "credentials": {"token": muster_mocks::hcloud::DEFAULT_TOKEN},
+                            "base_url": f.mock_url}),
+                )
+            },
+            expect: [201, 403, 201, 403, 403, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/integrations/{id}",
+            target: Integration("/api/integrations/{id}"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::PUT,
+            route: "/api/integrations/{id}",
+            target: Integration("/api/integrations/{id}"),
+            body: |_, role| Some(json!({"name": format!("renamed by {role}")})),
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::DELETE,
+            route: "/api/integrations/{id}",
+            target: FreshIntegration("/api/integrations/{id}"),
+            body: none,
+            expect: [204, 403, 204, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/integrations/{id}/runs",
+            target: Integration("/api/integrations/{id}/runs"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/hetzner/test-connection",
+            target: Path("/api/hetzner/test-connection"),
+            body: |f, _| Some(json!({"integration_id": f.integration_a})),
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/infrastructure/assets/discover",
+            target: Path("/api/infrastructure/assets/discover"),
+            body: none,
+            expect: [200, 403, 200, 403, 200, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/infrastructure/assets/discover/hetzner",
+            target: Path("/api/infrastructure/assets/discover/hetzner"),
+            body: none,
+            expect: [200, 403, 200, 403, 200, 401, 401],
+        },
+        Row {
+            method: Method::GET,
             route: "/api/organizations",
             target: Path("/api/organizations"),
             body: none,
@@ -454,6 +530,9 @@ fn rows() -> Vec<Row> {
 
 async fn authorization_matrix(store: Arc<dyn Store>) {
     let app = TestApp::new(store).await;
+    let (_, mock_handle) = muster_mocks::spawn_hcloud(muster_mocks::HcloudMock::new(2))
+        .await
+        .unwrap();
     let org_a = app.organization("org-a").await;
     let org_b = app.organization("org-b").await;
     let asset_a = app.asset("a1", Some(&org_a)).await;
@@ -523,8 +602,19 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
         agent_id: String::new(),
         enroll_id: String::new(),
         enroll_secret: String::new(),
+        integration_a: String::new(),
+        mock_url: mock_handle.base_url().to_string(),
     };
     let mut fixture = fixture;
+    let fresh_integration = |name: String| {
+        json!({"type": "hetzner_cloud", "name": name, "organization_id": org_a,
+               "credentials": {"token": muster_mocks::hcloud::DEFAULT_TOKEN},
+               "base_url": mock_handle.base_url()})
+    };
+    fixture.integration_a = app
+        .post("/api/integrations", fresh_integration("fixture".into()))
+        .await
+        .id();
     let t = app
         .post(
             "/api/agents/enrollment-tokens",
@@ -612,6 +702,16 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
                 }
                 Target::AdminRun(p) => p.replace("{run_id}", &fixture.admin_run_id),
                 Target::AdminToken(p) => p.replace("{id}", &fixture.admin_token_id),
+                Target::Integration(p) => p.replace("{id}", &fixture.integration_a),
+                Target::FreshIntegration(p) => {
+                    let r = app
+                        .post(
+                            "/api/integrations",
+                            fresh_integration(format!("fresh {role}")),
+                        )
+                        .await;
+                    p.replace("{id}", &r.id())
+                }
                 Target::FreshAdminToken(p) => {
                     let r = app
                         .post("/api/tokens", json!({"name": format!("fresh {role}")}))
