@@ -4308,3 +4308,6 @@ async fn concurrent_heartbeat_batches_sharing_agents_all_succeed(store: Arc<dyn 
         assert_eq!(a.last_seen_at, last, "{}", a.hostname);
     }
 }
+
+// Discovery's storage: integrations, runs and batched asset writes.
+mod discovery;
