@@ -530,12 +530,17 @@ mod tests {
         let s = server(1, "web-1", AssetStatus::Online, &[]);
         let assets = apply(
             vec![],
-            &run(&i, &[s.clone()], vec![], "2026-02-01T00:00:00Z"),
+            &run(&i, std::slice::from_ref(&s), vec![], "2026-02-01T00:00:00Z"),
         );
         // A health check (or a person) sets maintenance; the provider still says running.
         let mut assets = assets;
         assets[0].spec.status = AssetStatus::Maintenance;
-        let p = run(&i, &[s.clone()], assets.clone(), "2026-02-01T01:00:00Z");
+        let p = run(
+            &i,
+            std::slice::from_ref(&s),
+            assets.clone(),
+            "2026-02-01T01:00:00Z",
+        );
         assert!(
             p.writes.is_empty(),
             "the provider did not move: status is left"
@@ -563,7 +568,12 @@ mod tests {
             vec![],
             &run(&i, &[a.clone(), b.clone()], vec![], "2026-02-01T00:00:00Z"),
         );
-        let p = run(&i, &[a.clone()], assets.clone(), "2026-02-01T01:00:00Z");
+        let p = run(
+            &i,
+            std::slice::from_ref(&a),
+            assets.clone(),
+            "2026-02-01T01:00:00Z",
+        );
         assert_eq!(p.writes.len(), 1);
         let (change, ext, w) = &p.writes[0];
         assert_eq!(
@@ -579,7 +589,12 @@ mod tests {
         assert_eq!(w.event().severity, Severity::Warning);
         let assets = apply(assets, &p);
         // Still missing: no second write.
-        let p = run(&i, &[a.clone()], assets.clone(), "2026-02-01T02:00:00Z");
+        let p = run(
+            &i,
+            std::slice::from_ref(&a),
+            assets.clone(),
+            "2026-02-01T02:00:00Z",
+        );
         assert!(p.writes.is_empty());
         // Back: flag cleared, status from the provider.
         let p = run(&i, &[a, b], assets, "2026-02-01T03:00:00Z");
@@ -596,15 +611,25 @@ mod tests {
         let s = server(1, "web-1", AssetStatus::Online, &[("organization", "acme")]);
         let mut assets = apply(
             vec![],
-            &run(&i, &[s.clone()], vec![], "2026-02-01T00:00:00Z"),
+            &run(&i, std::slice::from_ref(&s), vec![], "2026-02-01T00:00:00Z"),
         );
         assets[0].spec.organization_id = Some("org-home".into());
         assets[0].organization_pinned = true;
-        let p = run(&i, &[s.clone()], assets.clone(), "2026-02-01T01:00:00Z");
+        let p = run(
+            &i,
+            std::slice::from_ref(&s),
+            assets.clone(),
+            "2026-02-01T01:00:00Z",
+        );
         assert!(p.writes.is_empty(), "{:?}", p.writes);
         // Unpinned, the label wins again.
         assets[0].organization_pinned = false;
-        let p = run(&i, &[s.clone()], assets.clone(), "2026-02-01T01:00:00Z");
+        let p = run(
+            &i,
+            std::slice::from_ref(&s),
+            assets.clone(),
+            "2026-02-01T01:00:00Z",
+        );
         assert_eq!(
             p.writes[0].2.asset().spec.organization_id.as_deref(),
             Some("org-acme")
