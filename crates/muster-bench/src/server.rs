@@ -60,6 +60,16 @@ impl Server {
         database_url: Option<&str>,
         keep_data_dir: bool,
     ) -> anyhow::Result<Server> {
+        Self::start_with(bin, database_url, keep_data_dir, &[]).await
+    }
+
+    /// [`Server::start`] with more environment (e.g. `MUSTER_HEALTH_SCHEDULER=false`).
+    pub async fn start_with(
+        bin: &Path,
+        database_url: Option<&str>,
+        keep_data_dir: bool,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let temp = tempfile::Builder::new()
             .prefix("muster-bench-")
             .tempdir()
@@ -76,6 +86,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
