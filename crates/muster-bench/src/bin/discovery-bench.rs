@@ -51,6 +51,10 @@ struct Args {
     postgres: bool,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_admin_url: String,
+    /// The server's log filter (its log goes to stderr); `muster_server::discovery=debug`
+    /// shows each run's phases.
+    #[arg(long, default_value = "warn")]
+    server_log: String,
 }
 
 fn main() -> ExitCode {
@@ -200,6 +204,7 @@ async fn one_round(
         &[
             ("MUSTER_HEALTH_SCHEDULER", "false"),
             ("MUSTER_DISCOVERY_SCHEDULER", "false"),
+            ("MUSTER_LOG", &args.server_log),
         ],
     )
     .await?;

@@ -241,11 +241,13 @@ async fn execute(
         integration.label_selector.as_deref(),
     )
     .map_err(failed)?;
+    let listing = Instant::now();
     let servers = provider.list().await.map_err(|e| {
         failed(format!(
             "{e} (the listing is incomplete: nothing was changed or marked missing)"
         ))
     })?;
+    let list_ms = listing.elapsed().as_millis() as u64;
     let actor = Actor {
         kind: ActorKind::Integration,
         id: Some(integration.id.clone()),
@@ -259,12 +261,15 @@ async fn execute(
         attempt += 1;
         let store_failed =
             |e: StoreError| failed(format!("storage: {e} (some servers may not be written)"));
+        let reading = Instant::now();
         let orgs = organizations(state).await.map_err(store_failed)?;
         let existing = state
             .store
             .discovery_assets(&integration.id, &external_ids)
             .await
             .map_err(store_failed)?;
+        let read_ms = reading.elapsed().as_millis() as u64;
+        let planning = Instant::now();
         let now = state.clock.now();
         let plan = plan::plan(
             integration,
@@ -275,6 +280,9 @@ async fn execute(
             &actor,
             &mut new_id,
         );
+        let plan_ms = planning.elapsed().as_millis() as u64;
+        let writing = Instant::now();
+        let planned_writes = plan.writes.len();
         let mut retry = false;
         let mut writes = plan.writes;
         while !writes.is_empty() {
@@ -305,6 +313,11 @@ async fn execute(
             }
             writes = rest;
         }
+        tracing::debug!(
+            integration = %integration.id, attempt, list_ms, read_ms, plan_ms,
+            write_ms = writing.elapsed().as_millis() as u64, writes = planned_writes,
+            "discovery run phases"
+        );
         if !retry {
             return Ok(count(&written, plan.total, Some(plan.skipped), plan.errors));
         }

@@ -12,6 +12,10 @@
 //! agents and people own `status`, and a run that agrees with the provider does not undo them.
 //! It sets `hostname` (the server name, when it is one), `health_check_config`, `project` and
 //! `notes` only when it creates the asset, and never touches health columns or `last_seen_at`.
+//!
+//! Every write carries its event, by the integration: `asset.created` (its changes leave out
+//! `metadata`, the provider's record, which the asset holds), `asset.updated` (the fields that
+//! changed, before and after), `asset.missing` (severity warning).
 
 use std::collections::{HashMap, HashSet};
 
@@ -176,21 +180,10 @@ pub fn plan(
             provider_status: server.status,
             missing_since: None,
         };
-        let owned = |spec: &mut AssetSpec| {
-            spec.name = server.name.clone();
-            spec.asset_type = server.asset_type;
-            spec.provider = Some(server.provider.to_string());
-            spec.provider_id = Some(server.provider_id.clone());
-            spec.external_id = Some(server.external_id.clone());
-            spec.ip_addresses = ip_addresses.clone();
-            spec.server_type = server.server_type.clone();
-            spec.cpu_cores = server.cpu_cores;
-            spec.memory_gb = server.memory_gb;
-            spec.disk_gb = server.disk_gb;
-            spec.datacenter = server.datacenter.clone();
-            spec.location = server.location.clone();
-            spec.labels = labels.clone();
-            spec.metadata = server.metadata.clone();
+        let owned = Owned {
+            server,
+            labels: &labels,
+            ip_addresses: &ip_addresses,
         };
         match current {
             None => {
@@ -216,14 +209,14 @@ pub fn plan(
                     metadata: Value::Null,
                     health_check_config: HealthCheckConfig::default(),
                 };
-                owned(&mut spec);
+                owned.apply(&mut spec);
                 if let Err(e) = spec.validate() {
                     plan.errors
                         .push(format!("{}: not taken in: {e}", server.external_id));
                     plan.skipped += 1;
                     continue;
                 }
-                let asset = Asset {
+                let mut asset = Asset {
                     id: new_id(),
                     spec,
                     health: Health::Unknown,
@@ -235,6 +228,7 @@ pub fn plan(
                     updated_at: now,
                     version: 1,
                 };
+                let changes = created_changes(&mut asset.spec);
                 let ev = event(
                     &asset,
                     "asset.created",
@@ -243,7 +237,7 @@ pub fn plan(
                         "asset {} discovered by integration {}",
                         asset.spec.name, integration.name
                     ),
-                    snapshot(&asset.spec, true, &[]),
+                    changes,
                 );
                 plan.writes.push((
                     Change::Created,
@@ -252,11 +246,11 @@ pub fn plan(
                 ));
             }
             Some(old) => {
-                let mut spec = old.spec.clone();
-                owned(&mut spec);
-                if !old.organization_pinned {
-                    spec.organization_id = organization;
-                }
+                let organization = if old.organization_pinned {
+                    old.spec.organization_id.clone()
+                } else {
+                    organization
+                };
                 let returned = old
                     .discovery
                     .as_ref()
@@ -265,14 +259,25 @@ pub fn plan(
                     .discovery
                     .as_ref()
                     .is_none_or(|d| d.provider_status != server.status);
-                if returned || provider_moved {
-                    spec.status = server.status;
-                }
+                let status = if returned || provider_moved {
+                    server.status
+                } else {
+                    old.spec.status
+                };
                 let new_discovery = Some(discovery);
-                if spec == old.spec && new_discovery == old.discovery {
+                // Compared in place: an unchanged server costs no copy.
+                if owned.held_by(&old.spec)
+                    && old.spec.organization_id == organization
+                    && old.spec.status == status
+                    && new_discovery == old.discovery
+                {
                     plan.unchanged += 1;
                     continue;
                 }
+                let mut spec = old.spec.clone();
+                owned.apply(&mut spec);
+                spec.organization_id = organization;
+                spec.status = status;
                 if let Err(e) = spec.validate() {
                     plan.errors
                         .push(format!("{}: not updated: {e}", server.external_id));
@@ -370,6 +375,63 @@ pub fn plan(
         ));
     }
     plan
+}
+
+/// The fields discovery owns, as the provider lists them (see the module documentation).
+/// `held_by` and `apply` name the same fields; a test keeps them in step.
+struct Owned<'a> {
+    server: &'a DiscoveredServer,
+    labels: &'a muster_domain::Labels,
+    ip_addresses: &'a [IpAddress],
+}
+
+impl Owned<'_> {
+    /// Whether `spec` holds every owned field already.
+    fn held_by(&self, spec: &AssetSpec) -> bool {
+        let s = self.server;
+        spec.name == s.name
+            && spec.asset_type == s.asset_type
+            && spec.provider.as_deref() == Some(s.provider)
+            && spec.provider_id.as_deref() == Some(s.provider_id.as_str())
+            && spec.external_id.as_deref() == Some(s.external_id.as_str())
+            && spec.ip_addresses == self.ip_addresses
+            && spec.server_type == s.server_type
+            && spec.cpu_cores == s.cpu_cores
+            && spec.memory_gb == s.memory_gb
+            && spec.disk_gb == s.disk_gb
+            && spec.datacenter == s.datacenter
+            && spec.location == s.location
+            && &spec.labels == self.labels
+            && spec.metadata == s.metadata
+    }
+
+    /// Sets every owned field of `spec`.
+    fn apply(&self, spec: &mut AssetSpec) {
+        let s = self.server;
+        spec.name = s.name.clone();
+        spec.asset_type = s.asset_type;
+        spec.provider = Some(s.provider.to_string());
+        spec.provider_id = Some(s.provider_id.clone());
+        spec.external_id = Some(s.external_id.clone());
+        spec.ip_addresses = self.ip_addresses.to_vec();
+        spec.server_type = s.server_type.clone();
+        spec.cpu_cores = s.cpu_cores;
+        spec.memory_gb = s.memory_gb;
+        spec.disk_gb = s.disk_gb;
+        spec.datacenter = s.datacenter.clone();
+        spec.location = s.location.clone();
+        spec.labels = self.labels.clone();
+        spec.metadata = s.metadata.clone();
+    }
+}
+
+/// The changes of a created asset: every field from nothing, but for `metadata`, the provider's
+/// whole record, which the asset holds (10,000 copies of it would double an import's writes).
+fn created_changes(spec: &mut AssetSpec) -> serde_json::Map<String, Value> {
+    let metadata = std::mem::take(&mut spec.metadata);
+    let changes = snapshot(spec, true, &["metadata"]);
+    spec.metadata = metadata;
+    changes
 }
 
 /// Event ids: UUIDv7, like every other object id.
@@ -642,6 +704,81 @@ mod tests {
         let p = run(&other, &[s], assets, "2026-02-01T01:00:00Z");
         assert!(p.writes.is_empty());
         assert!(p.errors[0].contains("already discovered by integration int-1"));
+    }
+
+    #[test]
+    fn held_by_and_apply_name_the_same_fields() {
+        let s = server(1, "web-1", AssetStatus::Online, &[("env", "prod")]);
+        let labels = s.labels.clone();
+        let ips: Vec<IpAddress> = s
+            .ip_addresses
+            .iter()
+            .map(|(address, public)| IpAddress {
+                address: *address,
+                public: *public,
+            })
+            .collect();
+        let owned = Owned {
+            server: &s,
+            labels: &labels,
+            ip_addresses: &ips,
+        };
+        let mut spec =
+            AssetSpec::from_json(json!({"name": "x", "asset_type": "database"})).unwrap();
+        assert!(!owned.held_by(&spec));
+        owned.apply(&mut spec);
+        assert!(owned.held_by(&spec), "apply sets what held_by checks");
+        // Each owned field, changed alone, is noticed.
+        let perturbations: Vec<fn(&mut AssetSpec)> = vec![
+            |x| x.name.push('!'),
+            |x| x.asset_type = AssetType::Proxy,
+            |x| x.provider = Some("other".into()),
+            |x| x.provider_id = None,
+            |x| x.external_id = Some("hetzner-2".into()),
+            |x| x.ip_addresses.clear(),
+            |x| x.server_type = None,
+            |x| x.cpu_cores = Some(64),
+            |x| x.memory_gb = Some(0.5),
+            |x| x.disk_gb = None,
+            |x| x.datacenter = Some("nbg1".into()),
+            |x| x.location = None,
+            |x| {
+                x.labels.insert("k".into(), "v".into());
+            },
+            |x| x.metadata = json!({}),
+        ];
+        for (n, change) in perturbations.iter().enumerate() {
+            let mut changed = spec.clone();
+            change(&mut changed);
+            assert!(!owned.held_by(&changed), "perturbation {n} went unnoticed");
+        }
+        // Fields discovery does not own do not matter.
+        let mut other = spec.clone();
+        other.notes = Some("n".into());
+        other.project = Some("p".into());
+        other.hostname = None;
+        other.status = AssetStatus::Maintenance;
+        assert!(owned.held_by(&other));
+    }
+
+    #[test]
+    fn created_events_leave_the_provider_record_out() {
+        let i = integration(None);
+        let p = run(
+            &i,
+            &[server(1, "web-1", AssetStatus::Online, &[])],
+            vec![],
+            "2026-02-01T00:00:00Z",
+        );
+        let w = &p.writes[0].2;
+        let changes = w.event().changes.as_ref().unwrap();
+        assert!(changes.get("metadata").is_none());
+        assert_eq!(changes["name"]["after"], "web-1");
+        assert_eq!(
+            w.asset().spec.metadata,
+            json!({"id": 1, "name": "web-1"}),
+            "kept on the asset"
+        );
     }
 
     #[test]
