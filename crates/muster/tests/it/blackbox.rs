@@ -30,7 +30,16 @@ fn muster() -> Command {
 
 /// Starts `muster serve` on a free port and waits for its "listening" line.
 fn start(data_dir: &std::path::Path) -> Server {
-    let mut child = muster()
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with more environment.
+fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut cmd = muster();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("MUSTER_ADMIN_EMAIL", "root@example.com")
@@ -160,6 +169,102 @@ async fn serve_create_token_restart() {
     assert_eq!(users["meta"]["total"], 1);
     assert_eq!(users["users"][0]["email"], "root@example.com");
     assert!(terminate(server).success());
+}
+
+/// Integration credentials are sealed with a key outside the database: by default a key file
+/// made private on first start and kept across restarts; with another key, stored credentials
+/// cannot be opened (and say so); a malformed key stops the server with a clear error.
+#[tokio::test]
+async fn the_secret_key_lives_outside_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let key_file = dir.path().join("secret.key");
+    let key = std::fs::read_to_string(&key_file).expect("secret.key made on first start");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key file is private");
+    }
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .unwrap();
+    assert_eq!(raw.len(), 32);
+
+    let mock = muster_mocks::HcloudMock::new(3);
+    let (_, handle) = muster_mocks::spawn_hcloud(mock.clone()).await.unwrap();
+    let token = create_token(dir.path());
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/api/integrations", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"type": "hetzner_cloud", "name": "c",
+                      "credentials": {"token": mock.token()}, "base_url": handle.base_url()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("created").to_string();
+    let test = |url: String| {
+        let http = http.clone();
+        let token = token.clone();
+        let id = id.clone();
+        async move {
+            http.post(format!("{url}/api/hetzner/test-connection"))
+                .bearer_auth(&token)
+                .json(&json!({"integration_id": id}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        test(server.url.clone()).await,
+        json!({"ok": true, "server_count": 3})
+    );
+    assert!(terminate(server).success());
+    // Restarted: the same key file, the credentials open.
+    let server = start(dir.path());
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    assert_eq!(test(server.url.clone()).await["ok"], true);
+    assert!(terminate(server).success());
+    // Another key (from a file, as a secret manager hands it out): sealed data stays shut.
+    let other_key = dir.path().join("other.key");
+    std::fs::write(
+        &other_key,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+    )
+    .unwrap();
+    let server = start_with(
+        dir.path(),
+        &[("MUSTER_SECRET_KEY_FILE", other_key.to_str().unwrap())],
+    );
+    let answer = test(server.url.clone()).await;
+    assert_eq!(answer["ok"], false);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be opened"),
+        "{answer}"
+    );
+    drop(server);
+    // A malformed key is refused at start.
+    let out = muster()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("MUSTER_SECRET_KEY", "too-short")
+        .env("MUSTER_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("32 bytes"), "{stderr}");
 }
 
 #[test]
