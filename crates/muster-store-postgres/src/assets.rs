@@ -451,19 +451,22 @@ pub(crate) async fn write_many(store: &PostgresStore, writes: &[AssetWrite]) -> 
     Ok(())
 }
 
-/// Assets whose `integration_id` is `integration_id`, and those whose `external_id` is one of
-/// `external_ids` (one statement each, not one per server).
+/// Assets whose `integration_id` is `integration_id` (when given), and those whose
+/// `external_id` is one of `external_ids` (one statement each, not one per server).
 pub(crate) async fn for_discovery(
     store: &PostgresStore,
-    integration_id: &str,
+    integration_id: Option<&str>,
     external_ids: &[String],
 ) -> Result<Vec<Asset>> {
-    let rows = sqlx::query("SELECT * FROM assets WHERE integration_id = $1")
-        .bind(integration_id)
-        .fetch_all(&store.pool)
-        .await
-        .map_err(map_err)?;
-    let mut out: Vec<Asset> = rows.iter().map(from_row).collect::<Result<_>>()?;
+    let mut out: Vec<Asset> = Vec::new();
+    if let Some(integration_id) = integration_id {
+        let rows = sqlx::query("SELECT * FROM assets WHERE integration_id = $1")
+            .bind(integration_id)
+            .fetch_all(&store.pool)
+            .await
+            .map_err(map_err)?;
+        out = rows.iter().map(from_row).collect::<Result<_>>()?;
+    }
     let known: std::collections::HashSet<&str> = out
         .iter()
         .filter_map(|a| a.spec.external_id.as_deref())

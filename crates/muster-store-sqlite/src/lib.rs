@@ -396,7 +396,7 @@ impl Store for SqliteStore {
     }
     async fn discovery_assets(
         &self,
-        integration_id: &str,
+        integration_id: Option<&str>,
         external_ids: &[String],
     ) -> Result<Vec<Asset>> {
         assets::for_discovery(self, integration_id, external_ids).await

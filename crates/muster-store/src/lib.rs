@@ -130,12 +130,13 @@ pub trait Store: Send + Sync + 'static {
     /// Updates write the specification, `organization_pinned` and the discovery state, never
     /// the health columns or `last_seen_at` (health checks and agents own those).
     async fn write_assets(&self, writes: &[AssetWrite]) -> Result<()>;
-    /// The assets an integration's discovery compares against, read at once: those it listed
-    /// before, and those whose `external_id` is in `external_ids` (another integration's, or
-    /// made by hand).
+    /// The assets an integration's discovery compares against, each once: those it listed
+    /// before (when `integration_id` is given), and those whose `external_id` is in
+    /// `external_ids` (another integration's, or made by hand). One statement each way (or a
+    /// few, for thousands of ids), never one per server.
     async fn discovery_assets(
         &self,
-        integration_id: &str,
+        integration_id: Option<&str>,
         external_ids: &[String],
     ) -> Result<Vec<Asset>>;
 

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
 use muster_domain::{
     Actor, ActorKind, AssetDiscoveryResult, Credentials, DiscoveryRun, Integration,
     IntegrationKind, RunStatus, RunTrigger, Visibility,
@@ -29,6 +30,8 @@ use plan::{Change, OrgDirectory};
 
 /// Asset writes per transaction.
 pub const WRITE_BATCH: usize = 1_000;
+/// Transactions of one run in flight at once.
+const WRITE_CONCURRENCY: usize = 4;
 /// Times a run re-reads and re-plans after a concurrent writer got in the way.
 const ATTEMPTS: usize = 3;
 /// Longest a single provider call (retries and waits included) may take.
@@ -241,12 +244,21 @@ async fn execute(
         integration.label_selector.as_deref(),
     )
     .map_err(failed)?;
+    let store_failed =
+        |e: StoreError| failed(format!("storage: {e} (some servers may not be written)"));
+    // The assets this integration listed before are read while the provider lists: neither
+    // waits for the other. (Writes are guarded by version, so the read may be a little old.)
     let listing = Instant::now();
-    let servers = provider.list().await.map_err(|e| {
+    let (listed, known) = tokio::join!(
+        provider.list(),
+        state.store.discovery_assets(Some(&integration.id), &[])
+    );
+    let servers = listed.map_err(|e| {
         failed(format!(
             "{e} (the listing is incomplete: nothing was changed or marked missing)"
         ))
     })?;
+    let mut known = Some(known.map_err(store_failed)?);
     let list_ms = listing.elapsed().as_millis() as u64;
     let actor = Actor {
         kind: ActorKind::Integration,
@@ -259,15 +271,38 @@ async fn execute(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let store_failed =
-            |e: StoreError| failed(format!("storage: {e} (some servers may not be written)"));
         let reading = Instant::now();
         let orgs = organizations(state).await.map_err(store_failed)?;
-        let existing = state
-            .store
-            .discovery_assets(&integration.id, &external_ids)
-            .await
-            .map_err(store_failed)?;
+        let existing = match known.take() {
+            // First attempt: what was read beside the listing, and the assets of servers it
+            // did not hold (new ones, or another integration's or made by hand).
+            Some(mut existing) => {
+                let seen: std::collections::HashSet<&str> = existing
+                    .iter()
+                    .filter_map(|a| a.spec.external_id.as_deref())
+                    .collect();
+                let unseen: Vec<String> = external_ids
+                    .iter()
+                    .filter(|e| !seen.contains(e.as_str()))
+                    .cloned()
+                    .collect();
+                if !unseen.is_empty() {
+                    let more = state
+                        .store
+                        .discovery_assets(None, &unseen)
+                        .await
+                        .map_err(store_failed)?;
+                    existing.extend(more);
+                }
+                existing
+            }
+            // A retry reads everything again.
+            None => state
+                .store
+                .discovery_assets(Some(&integration.id), &external_ids)
+                .await
+                .map_err(store_failed)?,
+        };
         let read_ms = reading.elapsed().as_millis() as u64;
         let planning = Instant::now();
         let now = state.clock.now();
@@ -283,35 +318,54 @@ async fn execute(
         let plan_ms = planning.elapsed().as_millis() as u64;
         let writing = Instant::now();
         let planned_writes = plan.writes.len();
+        let (kinds, writes): (Vec<(Change, String)>, Vec<_>) = plan
+            .writes
+            .into_iter()
+            .map(|(change, key, write)| ((change, key), write))
+            .unzip();
+        // Batches go to storage a few at a time: on PostgreSQL they commit side by side; on
+        // SQLite they queue for its one writer.
+        let ranges: Vec<std::ops::Range<usize>> = (0..writes.len())
+            .step_by(WRITE_BATCH)
+            .map(|from| from..(from + WRITE_BATCH).min(writes.len()))
+            .collect();
+        let outcomes: Vec<(std::ops::Range<usize>, Result<(), StoreError>)> =
+            futures::stream::iter(ranges.into_iter().map(|range| {
+                let batch = &writes[range.clone()];
+                async move { (range, state.store.write_assets(batch).await) }
+            }))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
         let mut retry = false;
-        let mut writes = plan.writes;
-        while !writes.is_empty() {
-            let rest = writes.split_off(writes.len().min(WRITE_BATCH));
-            let batch: Vec<_> = writes.iter().map(|(_, _, w)| w.clone()).collect();
-            match state.store.write_assets(&batch).await {
+        let mut fatal = None;
+        let mut unwritten = 0;
+        for (range, outcome) in outcomes {
+            match outcome {
                 Ok(()) => {
-                    for (change, key, _) in writes {
+                    for (change, key) in &kinds[range] {
                         // A server created in an earlier attempt and updated now stays created.
-                        written.entry(key).or_insert(change);
+                        written.entry(key.clone()).or_insert(*change);
                     }
                 }
+                // Someone wrote one of these assets meanwhile: read again, plan again.
                 Err(StoreError::Stale | StoreError::NotFound | StoreError::Conflict(_))
                     if attempt < ATTEMPTS =>
                 {
-                    // Someone wrote one of these assets meanwhile: read again, plan again.
                     retry = true;
-                    break;
                 }
                 Err(e) => {
-                    let mut result = count(&written, plan.total, None, plan.errors);
-                    result.errors.push(format!(
-                        "storage: {e}; {} changes not written, nothing more marked missing",
-                        rest.len() + writes.len()
-                    ));
-                    return Err(Failed(result));
+                    unwritten += range.len();
+                    fatal.get_or_insert(e);
                 }
             }
-            writes = rest;
+        }
+        if let Some(e) = fatal {
+            let mut result = count(&written, plan.total, None, plan.errors);
+            result.errors.push(format!(
+                "storage: {e}; {unwritten} changes not written, nothing more marked missing"
+            ));
+            return Err(Failed(result));
         }
         tracing::debug!(
             integration = %integration.id, attempt, list_ms, read_ms, plan_ms,

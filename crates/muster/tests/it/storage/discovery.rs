@@ -621,13 +621,13 @@ async fn discovery_assets_reads_by_integration_and_by_external_id(store: Arc<dyn
     };
     let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        names(s.discovery_assets(&i.id, &[]).await.unwrap()),
+        names(s.discovery_assets(Some(&i.id), &[]).await.unwrap()),
         ["mine"]
     );
     assert_eq!(
         names(
             s.discovery_assets(
-                &i.id,
+                Some(&i.id),
                 &ids(&["hetzner-1", "hetzner-2", "hetzner-3", "hetzner-9"])
             )
             .await
@@ -641,14 +641,24 @@ async fn discovery_assets_reads_by_integration_and_by_external_id(store: Arc<dyn
         .map(|k| format!("hetzner-{}", 10_000 + k))
         .collect();
     assert_eq!(
-        names(s.discovery_assets(&i.id, &many).await.unwrap()),
+        names(s.discovery_assets(Some(&i.id), &many).await.unwrap()),
         ["mine"]
     );
     let full = s
-        .discovery_assets(&i.id, &ids(&["hetzner-2", "hetzner-3"]))
+        .discovery_assets(Some(&i.id), &ids(&["hetzner-2", "hetzner-3"]))
         .await
         .unwrap();
     assert!(full.contains(&listed_elsewhere) && full.contains(&by_hand) && full.contains(&mine));
+    // Without an integration: by external id only.
+    assert_eq!(
+        names(
+            s.discovery_assets(None, &ids(&["hetzner-1", "hetzner-3", "hetzner-9"]))
+                .await
+                .unwrap()
+        ),
+        ["by-hand", "mine"]
+    );
+    assert!(s.discovery_assets(None, &[]).await.unwrap().is_empty());
 }
 
 async fn deleting_an_integration_unlinks_its_assets_and_drops_its_runs(store: Arc<dyn Store>) {
@@ -673,5 +683,10 @@ async fn deleting_an_integration_unlinks_its_assets_and_drops_its_runs(store: Ar
             .total,
         0
     );
-    assert!(s.discovery_assets(&i.id, &[]).await.unwrap().is_empty());
+    assert!(
+        s.discovery_assets(Some(&i.id), &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
