@@ -149,6 +149,19 @@ macro_rules! bind_asset {
     }};
 }
 
+/// Inserts the rows of `assets` (not their labels), many rows to a statement.
+async fn insert_rows(conn: &mut SqliteConnection, assets: &[&Asset]) -> Result<()> {
+    // 32 parameters a row, under SQLite's limit of 32,766 per statement.
+    for chunk in assets.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO assets (id, {}) ", columns()));
+        q.push_values(chunk, |mut b, asset| {
+            bind_asset!(b.push_bind(&asset.id), push_bind, asset);
+        });
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
 /// A new asset and the event that records its creation.
 pub(crate) type NewAsset = (Asset, Event);
 
@@ -163,16 +176,8 @@ pub(crate) struct AssetInserts {
 impl BatchWrite<NewAsset> for AssetInserts {
     async fn write_batch(&self, items: &[NewAsset]) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(map_err)?;
-        // 32 parameters a row, under SQLite's limit of 32,766 per statement.
-        for chunk in items.chunks(INSERT_CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new(format!("INSERT INTO assets (id, {}) ", columns()));
-            q.push_values(chunk, |mut b, (asset, _)| {
-                bind_asset!(b.push_bind(&asset.id), push_bind, asset);
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
         let assets: Vec<&Asset> = items.iter().map(|(a, _)| a).collect();
+        insert_rows(&mut tx, &assets).await?;
         write_labels(&mut tx, &assets).await?;
         let events: Vec<&Event> = items.iter().map(|(_, e)| e).collect();
         events::append_all(&mut tx, &events).await?;
@@ -370,13 +375,7 @@ pub(crate) async fn write_many(store: &SqliteStore, writes: &[AssetWrite]) -> Re
             AssetWrite::Update { .. } => None,
         })
         .collect();
-    for chunk in inserts.chunks(INSERT_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO assets (id, {}) ", columns()));
-        q.push_values(chunk, |mut b, asset| {
-            bind_asset!(b.push_bind(&asset.id), push_bind, asset);
-        });
-        q.build().execute(&mut *tx).await.map_err(map_err)?;
-    }
+    insert_rows(&mut tx, &inserts).await?;
     let sets: Vec<String> = SPEC_COLUMNS.iter().map(|c| format!("{c} = ?")).collect();
     let update_sql = format!(
         "UPDATE assets SET {} WHERE id = ? AND version = ?",
