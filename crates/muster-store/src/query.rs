@@ -49,6 +49,17 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+impl<T> Page<T> {
+    /// Whether no page follows this one (the answer to `req`): it was short, or the exact total
+    /// ends here. Walk lists with this, never with `total` alone, which stops counting at
+    /// [`COUNT_LIMIT`].
+    pub fn is_last(&self, req: PageRequest) -> bool {
+        self.items.len() < req.per_page as usize
+            || (self.total <= COUNT_LIMIT
+                && u64::from(req.page) * u64::from(req.per_page) >= self.total)
+    }
+}
+
 impl PageRequest {
     /// The total of a list when its page tells it without counting: a page shorter than asked
     /// for is the last one, unless it lies past the end (empty, and not the first page).
@@ -208,6 +219,24 @@ mod tests {
         assert_eq!(s("status:desc"), Some((AssetSortField::Status, true)));
         assert_eq!(s("health:asc"), Some((AssetSortField::Health, false)));
         assert_eq!(s("password"), None);
+    }
+
+    #[test]
+    fn the_last_page_is_short_or_ends_an_exact_total() {
+        let req = |page| PageRequest { page, per_page: 2 };
+        let page = |n: usize, total| Page {
+            items: vec![(); n],
+            total,
+        };
+        assert!(page(1, 3).is_last(req(2)));
+        assert!(
+            page(2, 4).is_last(req(2)),
+            "an exact total ends on a full page"
+        );
+        assert!(!page(2, 5).is_last(req(2)));
+        // Past the count limit the total says nothing: only a short page ends the walk.
+        assert!(!page(2, COUNT_LIMIT + 1).is_last(req(600)));
+        assert!(page(0, COUNT_LIMIT + 1).is_last(req(601)));
     }
 
     #[test]

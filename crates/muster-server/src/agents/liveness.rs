@@ -175,7 +175,7 @@ pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
                 changed += 1;
             }
         }
-        if u64::from(page.page) * u64::from(page.per_page) >= agents.total {
+        if agents.is_last(page) {
             return changed;
         }
         page.page += 1;

@@ -601,8 +601,9 @@ pub async fn all_agents(state: &AppState, visibility: &Visibility) -> ApiResult<
     let mut out = Vec::new();
     loop {
         let agents = state.store.list_agents(visibility, page).await?;
+        let last = agents.is_last(page);
         out.extend(agents.items);
-        if u64::from(page.page) * u64::from(page.per_page) >= agents.total {
+        if last {
             return Ok(out);
         }
         page.page += 1;

@@ -222,6 +222,7 @@ async fn bulk_check(
     let mut assets = Vec::new();
     loop {
         let page = state.store.list_assets(&query).await?;
+        let last = page.is_last(query.page);
         assets.extend(page.items.into_iter().filter(|a| {
             a.spec.health_check_config.enabled
                 && wanted.as_ref().is_none_or(|w| w.contains(&a.id))
@@ -233,7 +234,7 @@ async fn bulk_check(
                 &format!("at most {MAX_BULK} assets in one run; narrow the filters"),
             ));
         }
-        if u64::from(query.page.page) * u64::from(query.page.per_page) >= page.total {
+        if last {
             break;
         }
         query.page.page += 1;

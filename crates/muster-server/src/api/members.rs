@@ -99,7 +99,7 @@ async fn list_members(
     loop {
         let users = state.store.list_users(page).await?;
         members.extend(users.items.iter().filter_map(|u| member_of(u, &org)));
-        if u64::from(page.page) * u64::from(page.per_page) >= users.total {
+        if users.is_last(page) {
             break;
         }
         page.page += 1;

@@ -139,7 +139,7 @@ impl Scheduler {
                     }
                 }
             }
-            if (query.page.page as u64) * (query.page.per_page as u64) >= page.total {
+            if page.is_last(query.page) {
                 break;
             }
             query.page.page += 1;

@@ -24,6 +24,7 @@ backend_cases! {
         http_checks_and_history,
         bulk_run_checks_every_visible_asset,
         scheduler_runs_each_asset_once_per_interval,
+        scheduler_holds_every_asset_past_the_count_limit,
         retention_keeps_rollups,
     ],
 }
@@ -356,6 +357,29 @@ async fn bulk_run_checks_every_visible_asset(store: Arc<dyn Store>) {
         )
         .await;
     assert_eq!(other.status, 404);
+}
+
+async fn scheduler_holds_every_asset_past_the_count_limit(store: Arc<dyn Store>) {
+    // Lists stop counting at 1,000; the schedule must still walk to the last page.
+    let app = TestApp::new(store).await;
+    let n = muster_store::query::COUNT_LIMIT as usize + 7;
+    let creates = (0..n).map(|i| {
+        let app = &app;
+        async move {
+            let r = app
+                .post(
+                    ASSETS,
+                    json!({"name": format!("many-{i}"), "asset_type": "vps",
+                           "ip_addresses": ["127.0.0.1"]}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+    });
+    futures::future::join_all(creates).await;
+    let mut scheduler = Scheduler::new(app.state.clone());
+    scheduler.resync(app.clock.now()).await.unwrap();
+    assert_eq!(scheduler.len(), n);
 }
 
 async fn scheduler_runs_each_asset_once_per_interval(store: Arc<dyn Store>) {
