@@ -175,7 +175,7 @@ pub(crate) struct AssetInserts {
 #[async_trait]
 impl BatchWrite<NewAsset> for AssetInserts {
     async fn write_batch(&self, items: &[NewAsset]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let mut tx = crate::begin_write(&self.writer).await?;
         let assets: Vec<&Asset> = items.iter().map(|(a, _)| a).collect();
         insert_rows(&mut tx, &assets).await?;
         write_labels(&mut tx, &assets).await?;

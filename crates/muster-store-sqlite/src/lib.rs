@@ -123,8 +123,7 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> Result<Transaction<'_, Sqlite>> {
-        // BEGIN IMMEDIATE is implied: the single writer connection never contends.
-        self.writer.begin().await.map_err(map_err)
+        begin_write(&self.writer).await
     }
 }
 
@@ -162,6 +161,14 @@ async fn checkpoints(pool: SqlitePool) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
+}
+
+/// Begins a write transaction on the writer: IMMEDIATE, so that the write lock is taken (waiting
+/// out the busy timeout) before the first read. A deferred transaction that has read gets
+/// `SQLITE_BUSY` at once, without waiting, when it meets the lock held by the checkpointer's
+/// TRUNCATE.
+pub(crate) async fn begin_write(writer: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+    writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
 }
 
 /// One PASSIVE checkpoint, and a TRUNCATE one when the WAL has grown past [`RESTART_FRAMES`].
