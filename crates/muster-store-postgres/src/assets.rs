@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use muster_domain::{Asset, AssetDiscovery, AssetSpec, AssetStatus, AssetType, Event, Health};
 use muster_store::group_commit::BatchWrite;
-use muster_store::sql::{Dialect, asset_filter, capped_count};
+use muster_store::sql::{Dialect, asset_filter};
 use muster_store::stats::StatsTrigger;
 use muster_store::{AssetQuery, AssetSortField, AssetWrite, Page, Result, StoreError};
 use sqlx::postgres::PgRow;
@@ -301,7 +301,7 @@ pub(crate) async fn list(store: &PostgresStore, q: &AssetQuery) -> Result<Page<A
     let total = match q.page.total_from(rows.len()) {
         Some(total) => total,
         None => {
-            let count_sql = capped_count("assets a", &where_sql);
+            let count_sql = f.capped_count("assets a");
             let n: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)
                 .fetch_one(&store.pool)
                 .await

@@ -30,6 +30,9 @@ pub struct Filter {
     dialect: Dialect,
     conditions: Vec<String>,
     pub args: Vec<Arg>,
+    /// For counting: a join that stands in for the condition at this index (see
+    /// [`Filter::capped_count`]).
+    count_join: Option<(usize, String)>,
 }
 
 impl Filter {
@@ -38,6 +41,7 @@ impl Filter {
             dialect,
             conditions: Vec::new(),
             args: Vec::new(),
+            count_join: None,
         }
     }
 
@@ -85,11 +89,42 @@ impl Filter {
 
     /// ` WHERE …` or nothing.
     pub fn sql(&self) -> String {
-        if self.conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.conditions.join(" AND "))
+        where_clause(self.conditions.iter())
+    }
+
+    /// Counts the rows of `from` (a table and its alias) that match, stopping after
+    /// [`COUNT_LIMIT`] + 1 of them. A label condition may become a join here: an `EXISTS` per
+    /// row makes the count test every asset in turn (3.2 ms for a selector matching a quarter
+    /// of 100,000), while the join walks the label index's matches (0.8 ms). Pages keep the
+    /// `EXISTS`, so that they walk the sort order and stop at the page's end (the join makes
+    /// SQLite sort every match first: 42 ms).
+    pub fn capped_count(&self, from: &str) -> String {
+        match &self.count_join {
+            Some((skip, join)) => {
+                let rest = self
+                    .conditions
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i != skip)
+                    .map(|(_, c)| c);
+                capped_count(&format!("{from} {join}"), &where_clause(rest))
+            }
+            None => capped_count(from, &self.sql()),
         }
+    }
+
+    /// Adds an equality label condition; the first one also serves counts as a join.
+    fn label_equals(&mut self, key: &str, value: &str) {
+        let (pk, pv) = (self.text(key), self.text(value));
+        if self.count_join.is_none() {
+            self.count_join = Some((
+                self.conditions.len(),
+                format!(
+                    "JOIN asset_labels l0 ON l0.asset_id = a.id AND l0.key = {pk} AND l0.value = {pv}"
+                ),
+            ));
+        }
+        self.conditions.push(label_exists(&pk, Some(&pv)));
     }
 }
 
@@ -105,6 +140,15 @@ fn like_pattern(s: &str) -> String {
     }
     out.push('%');
     out
+}
+
+fn where_clause<'a>(conditions: impl Iterator<Item = &'a String>) -> String {
+    let all: Vec<&str> = conditions.map(String::as_str).collect();
+    if all.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", all.join(" AND "))
+    }
 }
 
 /// Counts the rows of `from` (a table and its alias) that match `where_sql`, stopping after
@@ -130,14 +174,13 @@ pub fn asset_filter(dialect: Dialect, q: &AssetQuery) -> Filter {
         f.eq("a.provider", p);
     }
     for (k, v) in &q.labels {
-        let (pk, pv) = (f.text(k), f.text(v));
-        f.push(label_exists(&pk, Some(&pv)));
+        f.label_equals(k, v);
     }
     for r in &q.selector.0 {
         let cond = match r {
             Requirement::Equals(k, v) => {
-                let (pk, pv) = (f.text(k), f.text(v));
-                label_exists(&pk, Some(&pv))
+                f.label_equals(k, v);
+                continue;
             }
             Requirement::NotEquals(k, v) => {
                 let (pk, pv) = (f.text(k), f.text(v));
@@ -261,6 +304,26 @@ mod tests {
         assert_eq!(f.args.len(), 6);
         let f = asset_filter(Dialect::Sqlite, &q);
         assert!(f.sql().contains("a.status IN (?2, ?3)"));
+    }
+
+    #[test]
+    fn counts_join_the_first_label_equality_and_pages_keep_exists() {
+        let mut q = AssetQuery::all(Visibility::All);
+        q.status = vec![AssetStatus::Online];
+        q.selector = LabelSelector::parse("env=prod,tier!=db,zone=a").unwrap();
+        let f = asset_filter(Dialect::Sqlite, &q);
+        assert_eq!(f.sql().matches("EXISTS").count(), 3);
+        let count = f.capped_count("assets a");
+        assert!(
+            count.contains(
+                "FROM assets a JOIN asset_labels l0 ON l0.asset_id = a.id AND l0.key = ?2 AND l0.value = ?3 WHERE a.status IN (?1) AND NOT EXISTS"
+            ),
+            "{count}"
+        );
+        assert_eq!(count.matches("EXISTS").count(), 2, "{count}");
+        // Without a label equality the count is the plain one.
+        let f = asset_filter(Dialect::Sqlite, &AssetQuery::all(Visibility::All));
+        assert_eq!(f.capped_count("assets a"), capped_count("assets a", ""));
     }
 
     #[test]
