@@ -60,6 +60,28 @@ impl<T> Page<T> {
     }
 }
 
+/// Every item of a list, page by page (500 at a time) until [`Page::is_last`].
+pub async fn all_pages<T, E, F, Fut>(mut fetch: F) -> Result<Vec<T>, E>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, E>>,
+{
+    let mut req = PageRequest {
+        page: 1,
+        per_page: MAX_PER_PAGE,
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = fetch(req).await?;
+        let last = page.is_last(req);
+        all.extend(page.items);
+        if last {
+            return Ok(all);
+        }
+        req.page += 1;
+    }
+}
+
 impl PageRequest {
     /// The total of a list when its page tells it without counting: a page shorter than asked
     /// for is the last one, unless it lies past the end (empty, and not the first page).
@@ -219,6 +241,26 @@ mod tests {
         assert_eq!(s("status:desc"), Some((AssetSortField::Status, true)));
         assert_eq!(s("health:asc"), Some((AssetSortField::Health, false)));
         assert_eq!(s("password"), None);
+    }
+
+    #[tokio::test]
+    async fn all_pages_walks_past_the_count_limit() {
+        let items: Vec<u32> = (0..1_203).collect();
+        let mut asked = 0;
+        let got = all_pages(|req: PageRequest| {
+            asked += 1;
+            let start = (req.offset() as usize).min(items.len());
+            let end = (start + req.per_page as usize).min(items.len());
+            let page = Page {
+                items: items[start..end].to_vec(),
+                total: (items.len() as u64).min(COUNT_LIMIT + 1),
+            };
+            async move { Ok::<_, ()>(page) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, items);
+        assert_eq!(asked, 3);
     }
 
     #[test]

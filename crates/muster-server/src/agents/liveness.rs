@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use muster_domain::{
     Actor, ActorKind, Agent, AgentStatus, AssetStatus, Event, Organization, Severity, Visibility,
 };
+use muster_store::query::all_pages;
 use muster_store::{EventQuery, PageRequest, StoreError};
 use serde_json::json;
 use tokio::sync::watch;
@@ -121,24 +122,9 @@ impl Thresholds {
     }
 }
 
-async fn all_organizations(state: &AppState) -> Result<Vec<Organization>, StoreError> {
-    let mut page = PageRequest {
-        page: 1,
-        per_page: 500,
-    };
-    let mut all = Vec::new();
-    loop {
-        let orgs = state
-            .store
-            .list_organizations(&Visibility::All, page)
-            .await?;
-        let last = orgs.items.len() < page.per_page as usize;
-        all.extend(orgs.items);
-        if last {
-            return Ok(all);
-        }
-        page.page += 1;
-    }
+/// Every organization, all pages.
+pub async fn all_organizations(state: &AppState) -> Result<Vec<Organization>, StoreError> {
+    all_pages(|page| state.store.list_organizations(&Visibility::All, page)).await
 }
 
 /// One pass over every agent at `now`; answers how many changed.

@@ -14,6 +14,7 @@ use muster_domain::{
     Action, Actor, ActorKind, Agent, AgentStatus, Asset, AssetSpec, AssetStatus, AssetType,
     EnrollmentToken, Event, FieldErrors, Health, IpAddress, Severity, Visibility,
 };
+use muster_store::query::all_pages;
 use muster_store::{AgentReport, AssetQuery, Heartbeat, PageRequest, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -519,17 +520,8 @@ async fn compat_register(
     slug: &str,
     req: RegisterRequest,
 ) -> ApiResult<RegisterAnswer> {
-    let orgs = state
-        .store
-        .list_organizations(
-            &Visibility::All,
-            PageRequest {
-                page: 1,
-                per_page: 500,
-            },
-        )
-        .await?;
-    let org = match orgs.items.into_iter().find(|o| o.slug == slug) {
+    let orgs = crate::agents::liveness::all_organizations(state).await?;
+    let org = match orgs.into_iter().find(|o| o.slug == slug) {
         Some(o) => o.id,
         None => {
             let now = state.clock.now();
@@ -594,20 +586,7 @@ pub struct Vm {
 
 /// Every agent the visibility allows, all pages.
 pub async fn all_agents(state: &AppState, visibility: &Visibility) -> ApiResult<Vec<Agent>> {
-    let mut page = PageRequest {
-        page: 1,
-        per_page: 500,
-    };
-    let mut out = Vec::new();
-    loop {
-        let agents = state.store.list_agents(visibility, page).await?;
-        let last = agents.is_last(page);
-        out.extend(agents.items);
-        if last {
-            return Ok(out);
-        }
-        page.page += 1;
-    }
+    Ok(all_pages(|page| state.store.list_agents(visibility, page)).await?)
 }
 
 /// List machines (VM Tracker)

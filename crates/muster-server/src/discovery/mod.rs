@@ -18,11 +18,11 @@ use std::time::Instant;
 use futures::StreamExt;
 use muster_domain::{
     Actor, ActorKind, AssetDiscoveryResult, Credentials, DiscoveryRun, Integration,
-    IntegrationKind, RunStatus, RunTrigger, Visibility,
+    IntegrationKind, RunStatus, RunTrigger,
 };
 use muster_probe::NetworkPolicy;
 use muster_providers::{AddressCheck, Provider, ProviderSettings};
-use muster_store::{PageRequest, StoreError};
+use muster_store::StoreError;
 
 use crate::api::new_id;
 use crate::state::AppState;
@@ -402,22 +402,8 @@ fn count(
 
 /// Every organization, by slug.
 async fn organizations(state: &AppState) -> Result<OrgDirectory, StoreError> {
-    let mut all = Vec::new();
-    let mut page = PageRequest {
-        page: 1,
-        per_page: 500,
-    };
-    loop {
-        let p = state
-            .store
-            .list_organizations(&Visibility::All, page)
-            .await?;
-        let n = p.items.len();
-        all.extend(p.items.into_iter().map(|o| (o.id, o.slug)));
-        if n < page.per_page as usize || all.len() as u64 >= p.total {
-            break;
-        }
-        page.page += 1;
-    }
-    Ok(OrgDirectory::new(all))
+    let all = crate::agents::liveness::all_organizations(state).await?;
+    Ok(OrgDirectory::new(
+        all.into_iter().map(|o| (o.id, o.slug)).collect::<Vec<_>>(),
+    ))
 }
