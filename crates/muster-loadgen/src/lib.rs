@@ -5,6 +5,7 @@
 pub mod dummy;
 pub mod http;
 pub mod prom;
+pub mod raw;
 pub mod report;
 pub mod run;
 pub mod server;

@@ -14,9 +14,20 @@ use crate::metrics::Metrics;
 use crate::recent::RecentFacts;
 use crate::secrets::SecretBox;
 
-/// Cheap to clone: everything sits behind `Arc`s.
+/// Cheap to clone: one `Arc` (extractors and middleware clone the state for every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<ServerConfig>,
@@ -74,7 +85,7 @@ impl AppState {
             }),
             None => None,
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             clock,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
@@ -90,6 +101,6 @@ impl AppState {
             secrets: Arc::new(secrets),
             outbound: Arc::new(outbound),
             store,
-        })
+        })))
     }
 }

@@ -2,8 +2,6 @@
 //! as the SQLite backend; a token's use is counted under a row lock, and a batch of heartbeats is
 //! one `UPDATE … FROM UNNEST(…)` in one transaction, however many there are.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use muster_domain::agent::Liveness;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken, Event, Visibility};
@@ -301,48 +299,11 @@ pub(crate) async fn delete_agent(store: &PostgresStore, id: &str, event: &Event)
     tx.commit().await.map_err(map_err)
 }
 
-/// One agent's heartbeats of a batch, folded into the row that writing them one after the other
-/// would leave: the last time, status and interval, the last facts and address given.
-struct Folded<'a> {
-    at: DateTime<Utc>,
-    status: AgentStatus,
-    interval_seconds: i64,
-    ip_address: Option<&'a str>,
-    facts: Option<&'a Value>,
-}
-
-/// Folds a batch per agent, ordered by agent id (the order the batch locks rows in).
-fn fold(heartbeats: &[Heartbeat]) -> BTreeMap<&str, Folded<'_>> {
-    let mut folded: BTreeMap<&str, Folded<'_>> = BTreeMap::new();
-    for hb in heartbeats {
-        let status = if hb.going_offline {
-            AgentStatus::Offline
-        } else {
-            AgentStatus::Online
-        };
-        let earlier = folded.remove(hb.agent_id.as_str());
-        folded.insert(
-            &hb.agent_id,
-            Folded {
-                at: hb.at,
-                status,
-                interval_seconds: i64::from(hb.interval_seconds),
-                ip_address: hb
-                    .ip_address
-                    .as_deref()
-                    .or(earlier.as_ref().and_then(|e| e.ip_address)),
-                facts: hb.facts.as_ref().or(earlier.as_ref().and_then(|e| e.facts)),
-            },
-        );
-    }
-    folded
-}
-
 pub(crate) async fn record_heartbeats(store: &PostgresStore, hbs: &[Heartbeat]) -> Result<()> {
     if hbs.is_empty() {
         return Ok(());
     }
-    let folded = fold(hbs);
+    let folded = Heartbeat::fold(hbs);
     let n = folded.len();
     let mut ids = Vec::with_capacity(n);
     let mut ats = Vec::with_capacity(n);
@@ -531,44 +492,4 @@ pub(crate) async fn asset_liveness_overrides(
                 .map_err(|e| StoreError::Other(format!("bad stored agent_liveness: {e}")))
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn hb(id: &str, s: i64, facts: Option<Value>, ip: Option<&str>, bye: bool) -> Heartbeat {
-        Heartbeat {
-            agent_id: id.into(),
-            at: DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap(),
-            facts,
-            ip_address: ip.map(str::to_string),
-            interval_seconds: 30 + s as u32,
-            going_offline: bye,
-        }
-    }
-
-    #[test]
-    fn a_batch_folds_as_if_written_in_order() {
-        let batch = [
-            hb("b", 0, Some(json!({"os": "old"})), Some("10.0.0.1"), false),
-            hb("a", 1, None, None, false),
-            hb("b", 2, None, Some("10.0.0.2"), false),
-            hb("b", 3, None, None, true),
-        ];
-        let f = fold(&batch);
-        assert_eq!(f.keys().copied().collect::<Vec<_>>(), ["a", "b"]);
-        let b = &f["b"];
-        assert_eq!(b.at, batch[3].at);
-        assert_eq!(b.status, AgentStatus::Offline);
-        assert_eq!(b.interval_seconds, 33);
-        assert_eq!(b.ip_address, Some("10.0.0.2"));
-        assert_eq!(b.facts, Some(&json!({"os": "old"})));
-        let a = &f["a"];
-        assert_eq!(
-            (a.status, a.ip_address, a.facts),
-            (AgentStatus::Online, None, None)
-        );
-    }
 }

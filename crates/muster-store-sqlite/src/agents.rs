@@ -291,31 +291,43 @@ pub(crate) async fn delete_agent(store: &SqliteStore, id: &str, event: &Event) -
     tx.commit().await.map_err(map_err)
 }
 
+/// A batch of heartbeats in one statement: the batch, folded per agent, travels as one JSON
+/// array that `json_each` unrolls, so a batch of thousands is one round trip to the database
+/// thread instead of one per heartbeat. Unknown ids (an agent deleted since it heartbeated)
+/// join nothing and are skipped.
 pub(crate) async fn record_heartbeats(store: &SqliteStore, hbs: &[Heartbeat]) -> Result<()> {
     if hbs.is_empty() {
         return Ok(());
     }
+    let rows: Vec<serde_json::Value> = Heartbeat::fold(hbs)
+        .into_iter()
+        .map(|(id, f)| {
+            serde_json::json!([
+                id,
+                ts(f.at),
+                f.status.as_str(),
+                f.interval_seconds,
+                f.ip_address,
+                f.facts.map(to_json)
+            ])
+        })
+        .collect();
+    let batch = serde_json::Value::Array(rows).to_string();
     let mut tx = store.begin().await?;
-    for hb in hbs {
-        let status = if hb.going_offline {
-            AgentStatus::Offline
-        } else {
-            AgentStatus::Online
-        };
-        sqlx::query(
-            "UPDATE agents SET last_seen_at = ?1, status = ?2, interval_seconds = ?3, \
-             ip_address = COALESCE(?4, ip_address), facts = COALESCE(?5, facts) WHERE id = ?6",
-        )
-        .bind(ts(hb.at))
-        .bind(status.as_str())
-        .bind(i64::from(hb.interval_seconds))
-        .bind(&hb.ip_address)
-        .bind(hb.facts.as_ref().map(to_json))
-        .bind(&hb.agent_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    }
+    sqlx::query(
+        "UPDATE agents SET last_seen_at = h.at, status = h.status, \
+           interval_seconds = h.interval_seconds, \
+           ip_address = COALESCE(h.ip_address, agents.ip_address), \
+           facts = COALESCE(h.facts, agents.facts) \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 2 AS status, \
+                 value ->> 3 AS interval_seconds, value ->> 4 AS ip_address, \
+                 value ->> 5 AS facts FROM json_each(?1)) AS h \
+         WHERE agents.id = h.id",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
     tx.commit().await.map_err(map_err)
 }
 

@@ -7,6 +7,7 @@
 //! the whole run has an overall deadline. The server is killed on every way out. All traffic goes
 //! to 127.0.0.1.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,11 +20,12 @@ use hdrhistogram::Histogram;
 use muster_loadgen::dummy::Dummy;
 use muster_loadgen::http::{self, bearer};
 use muster_loadgen::prom::{self, Scrape};
+use muster_loadgen::raw;
 use muster_loadgen::report::{Table, int, ms, opt};
 use muster_loadgen::run::{self, Outcome, Storage, progress};
 use muster_loadgen::server::{Server, ServerOptions, random_token};
 use muster_loadgen::sys::{self, CpuMark, CpuUse};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::HeaderValue;
 use reqwest::{Client, StatusCode, Url};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -117,10 +119,21 @@ fn main() -> ExitCode {
     )
 }
 
-/// One agent's request parts, built once.
+/// One agent's heartbeat: its credential and body.
 struct Agent {
-    auth: HeaderValue,
+    credential: String,
     body: String,
+}
+
+/// `POST /api/register` of every agent to `addr`, as bytes ready to send.
+fn heartbeat_requests(addr: SocketAddr, agents: &[Agent]) -> Vec<Vec<u8>> {
+    agents
+        .iter()
+        .map(|a| {
+            let auth = format!("Bearer {}", a.credential);
+            raw::post_json(addr, "/api/register", &[("Authorization", &auth)], &a.body)
+        })
+        .collect()
 }
 
 fn register_body(i: u64) -> Value {
@@ -251,13 +264,11 @@ async fn bench(args: Args, database_url: Option<String>) -> anyhow::Result<Outco
         credentials
             .into_iter()
             .enumerate()
-            .map(|(i, cred)| {
-                Ok(Agent {
-                    auth: bearer(&cred)?,
-                    body: register_body(i as u64).to_string(),
-                })
+            .map(|(i, cred)| Agent {
+                credential: cred,
+                body: register_body(i as u64).to_string(),
             })
-            .collect::<anyhow::Result<_>>()?,
+            .collect(),
     );
 
     // Heartbeats.
@@ -268,14 +279,13 @@ async fn bench(args: Args, database_url: Option<String>) -> anyhow::Result<Outco
             args.concurrency, args.warmup_seconds, args.duration_seconds
         ),
     );
-    let client = http::client(args.concurrency)?;
+    let server_addr = server.addr;
     let metrics_client = http::client(1)?;
     let now = Instant::now();
     let window_start = now + Duration::from_secs(args.warmup_seconds);
     let window_end = (window_start + Duration::from_secs(args.duration_seconds)).min(run_deadline);
     let load = tokio::spawn(heartbeats(
-        client.clone(),
-        register.clone(),
+        server_addr,
         agents.clone(),
         args.concurrency,
         args.max_requests,
@@ -437,31 +447,27 @@ async fn enroll(
     Ok((out, all.into_iter().map(|(_, c)| c).collect()))
 }
 
-/// Heartbeats from `concurrency` workers, round-robin over the agents, until `end` (or
-/// `max_requests`, or too many errors). Only answers completed inside `[start, end]` count.
+/// Heartbeats from `concurrency` workers, each on a kept-alive connection of its own,
+/// round-robin over the agents, until `end` (or `max_requests`, or too many errors). Only answers
+/// completed inside `[start, end]` count.
 async fn heartbeats(
-    client: Client,
-    url: Url,
+    addr: SocketAddr,
     agents: Arc<Vec<Agent>>,
     concurrency: usize,
     max_requests: u64,
     start: Instant,
     end: Instant,
 ) -> anyhow::Result<Loop> {
+    let requests = Arc::new(heartbeat_requests(addr, &agents));
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let json_type = HeaderValue::from_static("application/json");
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let (client, url, agents, json_type) = (
-            client.clone(),
-            url.clone(),
-            agents.clone(),
-            json_type.clone(),
-        );
+        let requests = requests.clone();
         let (next, errors, stop) = (next.clone(), errors.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
+            let mut conn = raw::Connection::new(addr);
             let mut h = histogram();
             let mut ok = 0u64;
             let mut first_error: Option<String> = None;
@@ -474,27 +480,15 @@ async fn heartbeats(
                 if i >= max_requests {
                     break;
                 }
-                let agent = &agents[(i % agents.len() as u64) as usize];
-                let sent = client
-                    .post(url.clone())
-                    .header(AUTHORIZATION, agent.auth.clone())
-                    .header(CONTENT_TYPE, json_type.clone())
-                    .body(agent.body.clone())
-                    .send()
-                    .await;
-                let result = match sent {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        match resp.bytes().await {
-                            Ok(_) if status == StatusCode::OK => Ok(()),
-                            Ok(b) => Err(format!(
-                                "{status}: {}",
-                                http::truncate(&String::from_utf8_lossy(&b), 300)
-                            )),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
+                let request = &requests[(i % requests.len() as u64) as usize];
+                let result = match conn.round_trip(request).await {
+                    Ok(a) if a.status == 200 => Ok(()),
+                    Ok(a) => Err(format!(
+                        "{}: {}",
+                        a.status,
+                        http::truncate(&String::from_utf8_lossy(a.body), 300)
+                    )),
+                    Err(e) => Err(format!("{e:#}")),
                 };
                 let t1 = Instant::now();
                 match result {
@@ -757,16 +751,13 @@ async fn calibrate(args: Args) -> anyhow::Result<Outcome> {
     let started_unix = sys::unix_now();
     let run_deadline = Instant::now() + Duration::from_secs(args.deadline_seconds);
     let dummy = Dummy::start(run_deadline)?;
-    let url = Url::parse(&format!("http://{}/api/register", dummy.addr))?;
     let agents: Arc<Vec<Agent>> = Arc::new(
         (0..args.agents)
-            .map(|i| {
-                Ok(Agent {
-                    auth: bearer(&format!("msa_{}", random_token(43)))?,
-                    body: register_body(i).to_string(),
-                })
+            .map(|i| Agent {
+                credential: format!("msa_{}", random_token(43)),
+                body: register_body(i).to_string(),
             })
-            .collect::<anyhow::Result<_>>()?,
+            .collect(),
     );
     progress(
         NAME,
@@ -775,7 +766,6 @@ async fn calibrate(args: Args) -> anyhow::Result<Outcome> {
             dummy.addr, args.concurrency
         ),
     );
-    let client = http::client(args.concurrency)?;
     let me0 = sys::cpu_time(None);
     let machine0 = sys::machine_ticks();
     let t0 = Instant::now();
@@ -783,8 +773,7 @@ async fn calibrate(args: Args) -> anyhow::Result<Outcome> {
     let window_end = (window_start + Duration::from_secs(args.duration_seconds)).min(run_deadline);
     let load_before = sys::loadavg();
     let hb = heartbeats(
-        client,
-        url,
+        dummy.addr,
         agents,
         args.concurrency,
         args.max_requests,

@@ -3,7 +3,6 @@
 //! previous one was committing. An answer is sent only after its batch committed, so an
 //! acknowledged heartbeat survives a crash of the server right after.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,63 +27,7 @@ struct HeartbeatWrites {
 #[async_trait]
 impl BatchWrite<Heartbeat> for HeartbeatWrites {
     async fn write_batch(&self, batch: &[Heartbeat]) -> Result<()> {
-        self.store.record_heartbeats(&latest_per_agent(batch)).await
-    }
-}
-
-/// The same agent twice in one batch: its latest heartbeat is the one to write, carrying the
-/// facts an earlier one sent if it sent none itself.
-fn latest_per_agent(batch: &[Heartbeat]) -> Vec<Heartbeat> {
-    let mut latest: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-    for (i, hb) in batch.iter().enumerate() {
-        latest.insert(hb.agent_id.as_str(), i);
-    }
-    let mut keep: Vec<usize> = latest.into_values().collect();
-    keep.sort_unstable();
-    keep.into_iter()
-        .map(|i| {
-            let mut hb = batch[i].clone();
-            if hb.facts.is_none() {
-                hb.facts = batch[..i]
-                    .iter()
-                    .rev()
-                    .find(|b| b.agent_id == hb.agent_id && b.facts.is_some())
-                    .and_then(|b| b.facts.clone());
-            }
-            hb
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::Utc;
-    use serde_json::json;
-
-    use super::*;
-
-    fn hb(agent: &str, facts: Option<serde_json::Value>) -> Heartbeat {
-        Heartbeat {
-            agent_id: agent.into(),
-            at: Utc::now(),
-            facts,
-            ip_address: None,
-            interval_seconds: 30,
-            going_offline: false,
-        }
-    }
-
-    #[test]
-    fn one_row_per_agent_the_latest_keeping_earlier_facts() {
-        let batch = vec![
-            hb("a", Some(json!({"os": "linux"}))),
-            hb("b", None),
-            hb("a", None),
-        ];
-        let rows = latest_per_agent(&batch);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].agent_id, "b");
-        assert_eq!(rows[1].agent_id, "a");
-        assert_eq!(rows[1].facts, Some(json!({"os": "linux"})));
+        // The store folds the batch per agent (`Heartbeat::fold`).
+        self.store.record_heartbeats(batch).await
     }
 }
