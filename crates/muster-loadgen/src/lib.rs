@@ -2,6 +2,7 @@
 //! throughput and latency (`POST /api/register` with agent credentials), `health-lag` measures
 //! how late scheduled health checks start. Both start a real `muster serve` on loopback.
 
+pub mod closed_loop;
 pub mod dummy;
 pub mod http;
 pub mod prom;

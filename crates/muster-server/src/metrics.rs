@@ -43,6 +43,8 @@ pub struct Metrics {
     pub health_checks: Family<OutcomeLabels, Counter>,
     pub health_lag: Histogram,
     pub health_scheduled: Gauge,
+    /// Heartbeats per committed transaction (group commit).
+    pub heartbeat_batch: Histogram,
 }
 
 impl Default for Metrics {
@@ -104,8 +106,17 @@ impl Metrics {
             "Assets on the health-check schedule",
             health_scheduled.clone(),
         );
+        let heartbeat_batch = Histogram::new([
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+        ]);
+        registry.register(
+            "heartbeat_batch_size",
+            "Heartbeats written per transaction (group commit)",
+            heartbeat_batch.clone(),
+        );
         Self {
             registry,
+            heartbeat_batch,
             health_checks,
             health_lag,
             health_scheduled,

@@ -85,21 +85,22 @@ impl AppState {
             }),
             None => None,
         };
+        let metrics = Arc::new(Metrics::new());
         Ok(Self(Arc::new(Shared {
             clock,
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
             login_throttle: Arc::new(LoginThrottle::default()),
             health: HealthService::new(prober),
             agents: Arc::new(AgentService {
                 cache: CredentialCache::default(),
                 compat,
-                heartbeats: batcher::spawn(store.clone())?,
+                heartbeats: batcher::spawn(store.clone(), metrics.clone())?,
                 liveness,
             }),
             recent: Arc::new(RecentFacts::default()),
             secrets: Arc::new(secrets),
             outbound: Arc::new(outbound),
+            metrics,
             store,
         })))
     }

@@ -74,9 +74,12 @@ impl SqliteStore {
             // ANALYZE reads about this many rows of each index: statistics good enough for the
             // planner, in milliseconds whatever the table's size.
             .analysis_limit(1000);
+        // No ping before each acquire (sqlx's default): a connection to a local file does not go
+        // stale, and the ping is one more round trip to the connection's thread per query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone().optimize_on_close(true, 1000))
             .await
@@ -105,12 +108,14 @@ impl SqliteStore {
         .map_err(|e| StoreError::Other(format!("cannot start the asset writer: {e}")))?;
         let checkpointer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(map_err)?;
         tokio::spawn(checkpoints(checkpointer.clone()));
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await

@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use muster_loadgen::closed_loop::{self, histogram};
 use muster_loadgen::dummy::Dummy;
 use muster_loadgen::http::{self, bearer};
 use muster_loadgen::prom::{self, Scrape};
@@ -69,9 +70,13 @@ struct Args {
     /// Most heartbeats sent in all (warm-up included).
     #[arg(long, default_value_t = 100_000_000)]
     max_requests: u64,
-    /// Worker threads of this load generator (default: one per CPU).
+    /// Worker threads of this load generator's runtime (enrollment, scrapes; default: one per
+    /// CPU).
     #[arg(long)]
     client_threads: Option<usize>,
+    /// Threads sending heartbeats, each an epoll loop over its share of the connections.
+    #[arg(long, default_value_t = 1)]
+    loop_threads: usize,
     /// Longest the whole run may take, in seconds.
     #[arg(long, default_value_t = 1_800)]
     deadline_seconds: u64,
@@ -86,6 +91,9 @@ struct Args {
     #[arg(long)]
     calibrate: bool,
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -155,11 +163,6 @@ struct Loop {
     elapsed: Duration,
     /// Requests sent in all (warm-up and the tail after the window included).
     issued: u64,
-}
-
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 2 min, 3 significant digits: the bounds are valid constants.
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
 }
 
 fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -288,6 +291,7 @@ async fn bench(args: Args, database_url: Option<String>) -> anyhow::Result<Outco
         server_addr,
         agents.clone(),
         args.concurrency,
+        args.loop_threads,
         args.max_requests,
         window_start,
         window_end,
@@ -447,88 +451,41 @@ async fn enroll(
     Ok((out, all.into_iter().map(|(_, c)| c).collect()))
 }
 
-/// Heartbeats from `concurrency` workers, each on a kept-alive connection of its own,
-/// round-robin over the agents, until `end` (or `max_requests`, or too many errors). Only answers
-/// completed inside `[start, end]` count.
+/// Heartbeats from `concurrency` kept-alive connections on `threads` epoll threads
+/// ([`closed_loop`]), round-robin over the agents, until `end` (or `max_requests`, or too many
+/// errors). Only answers completed inside `[start, end]` count.
 async fn heartbeats(
     addr: SocketAddr,
     agents: Arc<Vec<Agent>>,
     concurrency: usize,
+    threads: usize,
     max_requests: u64,
     start: Instant,
     end: Instant,
 ) -> anyhow::Result<Loop> {
-    let requests = Arc::new(heartbeat_requests(addr, &agents));
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let requests = requests.clone();
-        let (next, errors, stop) = (next.clone(), errors.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            let mut conn = raw::Connection::new(addr);
-            let mut h = histogram();
-            let mut ok = 0u64;
-            let mut first_error: Option<String> = None;
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= max_requests {
-                    break;
-                }
-                let request = &requests[(i % requests.len() as u64) as usize];
-                let result = match conn.round_trip(request).await {
-                    Ok(a) if a.status == 200 => Ok(()),
-                    Ok(a) => Err(format!(
-                        "{}: {}",
-                        a.status,
-                        http::truncate(&String::from_utf8_lossy(a.body), 300)
-                    )),
-                    Err(e) => Err(format!("{e:#}")),
-                };
-                let t1 = Instant::now();
-                match result {
-                    Ok(()) if t1 >= start && t1 <= end => {
-                        h.saturating_record(t1.duration_since(t0).as_micros().max(1) as u64);
-                        ok += 1;
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_ERRORS {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            (h, ok, first_error)
-        }));
-    }
-    let mut out = Loop {
-        latency: histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        issued: 0,
-    };
-    for w in workers {
-        let (h, ok, first_error) = w.await.context("a heartbeat worker panicked")?;
-        out.latency.add(&h).context("merging histograms")?;
-        out.ok += ok;
-        if out.first_error.is_none() {
-            out.first_error = first_error;
-        }
-    }
-    out.elapsed = end.saturating_duration_since(start);
-    out.errors = errors.load(Ordering::Relaxed);
-    // Workers check the clock before taking a number: every number taken below the cap was sent.
-    out.issued = next.load(Ordering::Relaxed).min(max_requests);
-    Ok(out)
+    let requests = heartbeat_requests(addr, &agents);
+    let tally = tokio::task::spawn_blocking(move || {
+        closed_loop::run(closed_loop::Plan {
+            addr,
+            requests: &requests,
+            connections: concurrency,
+            threads,
+            start,
+            end,
+            max_requests,
+            max_errors: MAX_ERRORS,
+        })
+    })
+    .await
+    .context("the heartbeat loop panicked")??;
+    Ok(Loop {
+        latency: tally.latency,
+        ok: tally.ok,
+        errors: tally.errors,
+        first_error: tally.first_error,
+        elapsed: end.saturating_duration_since(start),
+        issued: tally.issued,
+    })
 }
 
 /// The server's own view of the window, from `/metrics`.
@@ -539,6 +496,8 @@ struct ServerSide {
     /// Upper bounds of the p50 and p99 of `muster_http_request_duration_seconds`.
     p50_le: Option<f64>,
     p99_le: Option<f64>,
+    /// Transactions of heartbeats committed per second (`muster_heartbeat_batch_size`).
+    batches: Option<f64>,
 }
 
 impl ServerSide {
@@ -555,10 +514,15 @@ impl ServerSide {
             .map(|a| (a - before.value(name, &ok).unwrap_or(0.0)) / window);
         let hist = "muster_http_request_duration_seconds";
         let d = prom::bucket_delta(&before.buckets(hist, &route), &after.buckets(hist, &route));
+        let count = "muster_heartbeat_batch_size_count";
+        let batches = after
+            .value(count, &[])
+            .map(|a| (a - before.value(count, &[]).unwrap_or(0.0)) / window);
         ServerSide {
             rate,
             p50_le: prom::quantile_upper_bound(&d, 0.5),
             p99_le: prom::quantile_upper_bound(&d, 0.99),
+            batches,
         }
     }
 }
@@ -664,6 +628,13 @@ fn report(args: &Args, backend: &str, started_unix: u64, r: Report<'_>) -> Outco
         String::new(),
     ])
     .row([
+        "heartbeat transactions/s, heartbeats per transaction".to_string(),
+        r.server_side.batches.map_or("–".into(), |b| {
+            format!("{b:.0}, {:.1}", r.rate / b.max(1e-9))
+        }),
+        String::new(),
+    ])
+    .row([
         "PostgreSQL commits/s, heartbeats per commit".to_string(),
         r.commits.map_or("–".into(), |c| {
             format!("{c:.0}, {:.1}", r.rate / c.max(1e-9))
@@ -718,6 +689,7 @@ fn report(args: &Args, backend: &str, started_unix: u64, r: Report<'_>) -> Outco
             "rate": r.server_side.rate,
             "p50_le_seconds": r.server_side.p50_le,
             "p99_le_seconds": r.server_side.p99_le,
+            "heartbeat_transactions_per_second": r.server_side.batches,
         },
         "cpu": r.cpu.to_json(),
         "server_cpu_us_per_heartbeat": r.cpu.server_cores.map(|c| c * 1e6 / r.rate.max(1e-9)),
@@ -776,6 +748,7 @@ async fn calibrate(args: Args) -> anyhow::Result<Outcome> {
         dummy.addr,
         agents,
         args.concurrency,
+        args.loop_threads,
         args.max_requests,
         window_start,
         window_end,

@@ -9,15 +9,19 @@ use async_trait::async_trait;
 use muster_store::group_commit::{BatchWrite, GroupCommit};
 use muster_store::{Heartbeat, Result, Store};
 
+use crate::metrics::Metrics;
+
 /// Most heartbeats in one transaction.
 const MAX_BATCH: usize = 4096;
 
 /// The handle handlers submit heartbeats through.
 pub type Batcher = GroupCommit<Heartbeat>;
 
-/// Starts the heartbeat writer.
-pub fn spawn(store: Arc<dyn Store>) -> std::io::Result<Batcher> {
-    GroupCommit::spawn(HeartbeatWrites { store }, MAX_BATCH)
+/// Starts the heartbeat writer; every committed batch's size goes to `metrics`.
+pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> std::io::Result<Batcher> {
+    GroupCommit::spawn_observed(HeartbeatWrites { store }, MAX_BATCH, move |n| {
+        metrics.heartbeat_batch.observe(n as f64)
+    })
 }
 
 struct HeartbeatWrites {
