@@ -1,0 +1,69 @@
+//! `muster monitor --repo owner/name …`: security findings of GitHub repositories (code
+//! scanning, Dependabot, secret scanning), critical first. `GITHUB_TOKEN` signs in,
+//! `GITHUB_API_URL` points elsewhere (GitHub Enterprise, a mock).
+
+use std::process::ExitCode;
+
+use clap::Args;
+use muster_infra::findings::{self, MonitorReport};
+use muster_providers::GithubClient;
+
+use crate::output::{Output, Progress, print_json, table};
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// `owner/name`, repeatable.
+    #[arg(long = "repo", required = true)]
+    pub repos: Vec<String>,
+    /// Only these severities (critical, high, medium, low), repeatable.
+    #[arg(long)]
+    pub severity: Vec<String>,
+}
+
+pub async fn run(args: MonitorArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let token = std::env::var("GITHUB_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("GITHUB_TOKEN is required (a token that may read security alerts)"))?;
+    let base = std::env::var("GITHUB_API_URL").ok().filter(|u| !u.is_empty());
+    let client = GithubClient::new(&token, base.as_deref())?;
+    let progress = Progress::spinner(output, &format!("scanning {} repositories", args.repos.len()));
+    let report = findings::monitor(&client, &args.repos, &args.severity).await;
+    progress.finish();
+    for n in &report.not_enabled {
+        eprintln!("note: {} {}: not enabled ({})", n.repo, n.source, n.message);
+    }
+    for e in &report.errors {
+        eprintln!("error: {} {}: {}", e.repo, e.source, e.message);
+    }
+    if output.is_json() {
+        // go-infra's shape: the findings array.
+        print_json(&report.findings)?;
+    } else {
+        print!("{}", render(&report, None));
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn render(report: &MonitorReport, width: Option<u16>) -> String {
+    if report.findings.is_empty() {
+        return "No open security findings\n".into();
+    }
+    let mut counts = Vec::new();
+    for sev in ["critical", "high", "medium", "low"] {
+        let n = report.findings.iter().filter(|f| f.severity == sev).count();
+        if n > 0 {
+            counts.push(format!("{n} {sev}"));
+        }
+    }
+    let mut t = table(&["SEVERITY", "SOURCE", "REPO", "RULE", "LOCATION", "MESSAGE"], width);
+    for f in &report.findings {
+        let location = match (f.file.as_str(), f.line) {
+            ("", _) => String::new(),
+            (file, 0) => file.to_string(),
+            (file, line) => format!("{file}:{line}"),
+        };
+        t.add_row(vec![f.severity.clone(), f.source.clone(), f.repo.clone(), f.rule.clone(), location, f.message.clone()]);
+    }
+    format!("Found: {}\n{t}\n", counts.join(", "))
+}
