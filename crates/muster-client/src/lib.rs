@@ -35,7 +35,13 @@ impl MusterClient {
         self.api.base_url()
     }
 
-    async fn call(&self, method: Method, path: &str, query: &[(String, String)], body: Option<&Value>) -> Result<Value, ProviderError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
         let mut req = ApiRequest::new(method, path);
         req.query = query.to_vec();
         req.body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
@@ -51,11 +57,20 @@ impl MusterClient {
         })
     }
 
-    pub async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Value, ProviderError> {
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Value, ProviderError> {
         self.call(Method::GET, path, query, None).await
     }
 
-    pub async fn post(&self, path: &str, query: &[(String, String)], body: &Value) -> Result<Value, ProviderError> {
+    pub async fn post(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        body: &Value,
+    ) -> Result<Value, ProviderError> {
         self.call(Method::POST, path, query, Some(body)).await
     }
 
@@ -73,7 +88,10 @@ impl MusterClient {
     }
 
     /// Every asset matching `query`, all pages.
-    pub async fn all_assets(&self, query: &[(String, String)]) -> Result<Vec<Value>, ProviderError> {
+    pub async fn all_assets(
+        &self,
+        query: &[(String, String)],
+    ) -> Result<Vec<Value>, ProviderError> {
         let mut out = Vec::new();
         for page in 1u32.. {
             let mut q = query.to_vec();
@@ -92,7 +110,8 @@ impl MusterClient {
     }
 
     pub async fn get_asset(&self, id: &str) -> Result<Value, ProviderError> {
-        self.get(&format!("/api/infrastructure/assets/{id}"), &[]).await
+        self.get(&format!("/api/infrastructure/assets/{id}"), &[])
+            .await
     }
 
     pub async fn create_asset(&self, body: &Value) -> Result<Value, ProviderError> {
@@ -101,11 +120,13 @@ impl MusterClient {
 
     /// A partial update (`PATCH`).
     pub async fn update_asset(&self, id: &str, patch: &Value) -> Result<Value, ProviderError> {
-        self.patch(&format!("/api/infrastructure/assets/{id}"), patch).await
+        self.patch(&format!("/api/infrastructure/assets/{id}"), patch)
+            .await
     }
 
     pub async fn delete_asset(&self, id: &str) -> Result<(), ProviderError> {
-        self.delete(&format!("/api/infrastructure/assets/{id}")).await
+        self.delete(&format!("/api/infrastructure/assets/{id}"))
+            .await
     }
 
     /// Runs discovery now: every integration the token may edit, or one.
@@ -113,8 +134,13 @@ impl MusterClient {
         let query: Vec<(String, String)> = integration_id
             .map(|id| vec![("integration_id".to_string(), id.to_string())])
             .unwrap_or_default();
-        self.call(Method::POST, "/api/infrastructure/assets/discover", &query, None)
-            .await
+        self.call(
+            Method::POST,
+            "/api/infrastructure/assets/discover",
+            &query,
+            None,
+        )
+        .await
     }
 
     /// Checks an asset now; answers the health result.

@@ -668,8 +668,16 @@ fn check_value(r: &DnsRecord, has_lb: bool) -> Result<(), String> {
         RecordType::Aaaa if v.parse::<Ipv6Addr>().is_err() => {
             Err(format!("`{v}` is not an IPv6 address"))
         }
-        RecordType::Mx if words != 2 || v.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).is_none() => {
-            Err(format!("`{v}`: an MX value is `PRIORITY TARGET`, e.g. `10 mail.example.com`"))
+        RecordType::Mx
+            if words != 2
+                || v.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_none() =>
+        {
+            Err(format!(
+                "`{v}`: an MX value is `PRIORITY TARGET`, e.g. `10 mail.example.com`"
+            ))
         }
         RecordType::Srv if words != 4 => Err(format!(
             "`{v}`: an SRV value is `PRIORITY WEIGHT PORT TARGET`"
@@ -798,7 +806,11 @@ backups:
 "#;
 
     fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        Config::parse(text, Path::new("/srv/infra.yaml"), Some(Path::new("/home/ops")))
+        Config::parse(
+            text,
+            Path::new("/srv/infra.yaml"),
+            Some(Path::new("/home/ops")),
+        )
     }
 
     #[test]
@@ -817,11 +829,17 @@ backups:
         assert_eq!(c.hosts_by_role("bastion").len(), 1);
         assert!(c.hosts_by_role("nothing").is_empty());
         let lb = c.load_balancer.as_ref().unwrap();
-        assert_eq!((lb.name.as_str(), lb.kind.as_str(), lb.backends.len()), ("hermes", "lb11", 2));
+        assert_eq!(
+            (lb.name.as_str(), lb.kind.as_str(), lb.backends.len()),
+            ("hermes", "lb11", 2)
+        );
         assert_eq!(lb.backends[1].host.line, 33);
         let zone = &c.dns.as_ref().unwrap().zones["example.com"];
         assert_eq!(zone.records.len(), 5);
-        assert_eq!(zone.records[4].ttl, 0, "left out: the default applies later");
+        assert_eq!(
+            zone.records[4].ttl, 0,
+            "left out: the default applies later"
+        );
         assert_eq!(c.monitoring.as_ref().unwrap().alerts["cpu_percent"], 90);
     }
 
@@ -894,10 +912,7 @@ backups:
         let e = one_error("hosts: {{invalid\n");
         assert_eq!(e.line, Some(1));
         assert_eq!(
-            e.to_string()
-                .split(": ")
-                .take(1)
-                .collect::<String>(),
+            e.to_string().split(": ").take(1).collect::<String>(),
             "/srv/infra.yaml:1"
         );
     }
@@ -914,15 +929,29 @@ backups:
             got,
             [
                 (Some(7), "load_balancer.backends[1].host".to_string()),
-                (Some(12), "dns.zones.example.com.records[0].value".to_string()),
-                (Some(13), "dns.zones.example.com.records[1].value".to_string()),
-                (Some(14), "dns.zones.example.com.records[2].value".to_string()),
-                (Some(15), "dns.zones.example.com.records[3].value".to_string()),
+                (
+                    Some(12),
+                    "dns.zones.example.com.records[0].value".to_string()
+                ),
+                (
+                    Some(13),
+                    "dns.zones.example.com.records[1].value".to_string()
+                ),
+                (
+                    Some(14),
+                    "dns.zones.example.com.records[2].value".to_string()
+                ),
+                (
+                    Some(15),
+                    "dns.zones.example.com.records[3].value".to_string()
+                ),
             ]
         );
         assert!(errs[0].message.contains("`fr` is not a host"));
         // The template needs a load balancer.
-        let e = one_error("dns:\n  zones:\n    example.com:\n      records:\n        - { name: lb, type: A, value: \"{{.lb_ip}}\" }\n");
+        let e = one_error(
+            "dns:\n  zones:\n    example.com:\n      records:\n        - { name: lb, type: A, value: \"{{.lb_ip}}\" }\n",
+        );
         assert!(e.message.contains("needs a `load_balancer`"), "{e}");
     }
 

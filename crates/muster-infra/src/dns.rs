@@ -7,8 +7,7 @@
 
 use indexmap::IndexMap;
 use muster_providers::cloudns::{
-    DnsRecord as ExistingRecord, RecordChange, SetMode, allowed_ttl, plan_record_set,
-    relative_host,
+    DnsRecord as ExistingRecord, RecordChange, SetMode, allowed_ttl, plan_record_set, relative_host,
 };
 use serde::Serialize;
 
@@ -155,7 +154,10 @@ mod tests {
         };
         let sets = record_sets("example.com", &records, &lb);
         assert_eq!(sets.len(), 3);
-        assert_eq!((sets[0].host.as_str(), sets[0].values.len(), sets[0].ttl), ("", 2, 300));
+        assert_eq!(
+            (sets[0].host.as_str(), sets[0].values.len(), sets[0].ttl),
+            ("", 2, 300)
+        );
         assert_eq!(sets[1].values, ["198.51.100.7"]);
         assert_eq!(sets[1].ttl, 300, "120 rounds up to an allowed TTL");
         assert_eq!(sets[2].host, "www");
@@ -186,7 +188,12 @@ mod tests {
         let actions: Vec<String> = plan
             .changes
             .iter()
-            .map(|c| serde_json::to_value(c).unwrap()["action"].as_str().unwrap().to_string())
+            .map(|c| {
+                serde_json::to_value(c).unwrap()["action"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(actions, ["update", "update"], "{plan:?}");
         assert_eq!(plan.pending.len(), 1);

@@ -172,7 +172,11 @@ pub struct MonitorReport {
 
 /// Reads the three lists of each repository (all at once), keeps `severities` (all when
 /// empty), sorts critical first.
-pub async fn monitor(client: &GithubClient, repos: &[String], severities: &[String]) -> MonitorReport {
+pub async fn monitor(
+    client: &GithubClient,
+    repos: &[String],
+    severities: &[String],
+) -> MonitorReport {
     let mut report = MonitorReport::default();
     let calls = repos.iter().map(|repo| async move {
         let (code, dependabot, secrets) = tokio::join!(
@@ -183,13 +187,33 @@ pub async fn monitor(client: &GithubClient, repos: &[String], severities: &[Stri
         (repo, code, dependabot, secrets)
     });
     for (repo, code, dependabot, secrets) in futures::future::join_all(calls).await {
-        gather(&mut report, repo, AlertKind::CodeScanning, code, from_code_scanning);
-        gather(&mut report, repo, AlertKind::Dependabot, dependabot, from_dependabot);
-        gather(&mut report, repo, AlertKind::SecretScanning, secrets, from_secret_scanning);
+        gather(
+            &mut report,
+            repo,
+            AlertKind::CodeScanning,
+            code,
+            from_code_scanning,
+        );
+        gather(
+            &mut report,
+            repo,
+            AlertKind::Dependabot,
+            dependabot,
+            from_dependabot,
+        );
+        gather(
+            &mut report,
+            repo,
+            AlertKind::SecretScanning,
+            secrets,
+            from_secret_scanning,
+        );
     }
     if !severities.is_empty() {
         let wanted: Vec<&str> = severities.iter().map(|s| normalize_severity(s)).collect();
-        report.findings.retain(|f| wanted.contains(&f.severity.as_str()));
+        report
+            .findings
+            .retain(|f| wanted.contains(&f.severity.as_str()));
     }
     sort(&mut report.findings);
     report
@@ -203,9 +227,12 @@ fn gather<T>(
     to_finding: fn(&str, &T) -> Finding,
 ) {
     match answer {
-        Ok(Alerts::Found(alerts)) => report
-            .findings
-            .extend(alerts.iter().map(|a| to_finding(repo, a)).filter(|f| f.state == "open")),
+        Ok(Alerts::Found(alerts)) => report.findings.extend(
+            alerts
+                .iter()
+                .map(|a| to_finding(repo, a))
+                .filter(|f| f.state == "open"),
+        ),
         Ok(Alerts::NotEnabled(message)) => report.not_enabled.push(SourceNote {
             repo: repo.into(),
             source: kind.name(),
@@ -241,10 +268,28 @@ mod tests {
             repo: repo.into(),
             created_at: String::new(),
         };
-        let mut all = vec![f("low", "a/a"), f("critical", "b/b"), f("medium", "a/a"), f("critical", "a/a"), f("high", "c/c")];
+        let mut all = vec![
+            f("low", "a/a"),
+            f("critical", "b/b"),
+            f("medium", "a/a"),
+            f("critical", "a/a"),
+            f("high", "c/c"),
+        ];
         sort(&mut all);
-        let got: Vec<(&str, &str)> = all.iter().map(|x| (x.severity.as_str(), x.repo.as_str())).collect();
-        assert_eq!(got, [("critical", "a/a"), ("critical", "b/b"), ("high", "c/c"), ("medium", "a/a"), ("low", "a/a")]);
+        let got: Vec<(&str, &str)> = all
+            .iter()
+            .map(|x| (x.severity.as_str(), x.repo.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("critical", "a/a"),
+                ("critical", "b/b"),
+                ("high", "c/c"),
+                ("medium", "a/a"),
+                ("low", "a/a")
+            ]
+        );
     }
 
     #[test]
@@ -256,10 +301,17 @@ mod tests {
         assert_eq!(from_code_scanning("o/r", &a).severity, "critical");
         a.rule.security_severity_level = None;
         let f = from_code_scanning("o/r", &a);
-        assert_eq!((f.severity.as_str(), f.message.as_str(), f.source.as_str()), ("medium", "desc", "code-scanning"));
+        assert_eq!(
+            (f.severity.as_str(), f.message.as_str(), f.source.as_str()),
+            ("medium", "desc", "code-scanning")
+        );
         let mut d = DependabotAlert::default();
         d.security_advisory.ghsa_id = "GHSA-1".into();
         d.security_advisory.severity = "high".into();
-        assert_eq!(from_dependabot("o/r", &d).rule, "GHSA-1", "no CVE: the GHSA id");
+        assert_eq!(
+            from_dependabot("o/r", &d).rule,
+            "GHSA-1",
+            "no CVE: the GHSA id"
+        );
     }
 }

@@ -94,9 +94,19 @@ pub fn find_asset<'a>(name: &str, host: &Host, assets: &'a [Value]) -> Option<&'
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ImportAction {
-    Create { host: String, body: Value },
-    Update { host: String, id: String, patch: Value },
-    Unchanged { host: String, id: String },
+    Create {
+        host: String,
+        body: Value,
+    },
+    Update {
+        host: String,
+        id: String,
+        patch: Value,
+    },
+    Unchanged {
+        host: String,
+        id: String,
+    },
 }
 
 impl ImportAction {
@@ -110,7 +120,12 @@ impl ImportAction {
 }
 
 /// The action for `host` given the asset that stands for it (None: create one).
-pub fn plan(name: &str, host: &Host, existing: Option<&Value>, organization_id: Option<&str>) -> ImportAction {
+pub fn plan(
+    name: &str,
+    host: &Host,
+    existing: Option<&Value>,
+    organization_id: Option<&str>,
+) -> ImportAction {
     let Some(asset) = existing else {
         return ImportAction::Create {
             host: name.into(),
@@ -139,12 +154,18 @@ pub fn plan(name: &str, host: &Host, existing: Option<&Value>, organization_id: 
         .filter(|a| !have.contains(a["address"].as_str().unwrap_or_default()))
         .collect();
     if !missing.is_empty() {
-        let mut all = asset["ip_addresses"].as_array().cloned().unwrap_or_default();
+        let mut all = asset["ip_addresses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         all.extend(missing);
         patch.insert("ip_addresses".into(), Value::Array(all));
     }
     if patch.is_empty() {
-        ImportAction::Unchanged { host: name.into(), id }
+        ImportAction::Unchanged {
+            host: name.into(),
+            id,
+        }
     } else {
         ImportAction::Update {
             host: name.into(),
@@ -174,7 +195,9 @@ mod tests {
     #[test]
     fn a_new_host_is_created_and_a_created_one_is_unchanged() {
         let a = plan("de", &host(), None, Some("org1"));
-        let ImportAction::Create { body, .. } = &a else { panic!("{a:?}") };
+        let ImportAction::Create { body, .. } = &a else {
+            panic!("{a:?}")
+        };
         assert_eq!(body["asset_type"], "physical_server");
         assert_eq!(body["labels"][HOST_LABEL], "de");
         assert_eq!(body["organization_id"], "org1");
@@ -182,7 +205,9 @@ mod tests {
         stored["id"] = json!("a1");
         let assets = [stored];
         let found = find_asset("de", &host(), &assets);
-        assert!(matches!(plan("de", &host(), found, None), ImportAction::Unchanged { id, .. } if id == "a1"));
+        assert!(
+            matches!(plan("de", &host(), found, None), ImportAction::Unchanged { id, .. } if id == "a1")
+        );
     }
 
     #[test]
@@ -194,8 +219,13 @@ mod tests {
         let assets = [other, discovered];
         let found = find_asset("de", &host(), &assets).unwrap();
         assert_eq!(found["id"], "a9");
-        let ImportAction::Update { patch, .. } = plan("de", &host(), Some(found), None) else { panic!() };
-        assert_eq!(patch["labels"], json!({"env": "prod", HOST_LABEL: "de", ROLE_LABEL: "app"}));
+        let ImportAction::Update { patch, .. } = plan("de", &host(), Some(found), None) else {
+            panic!()
+        };
+        assert_eq!(
+            patch["labels"],
+            json!({"env": "prod", HOST_LABEL: "de", ROLE_LABEL: "app"})
+        );
         assert_eq!(patch["hostname"], "de.example.com");
         assert_eq!(patch["ip_addresses"].as_array().unwrap().len(), 2);
         assert!(patch.get("asset_type").is_none() && patch.get("name").is_none());

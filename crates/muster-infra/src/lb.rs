@@ -35,7 +35,14 @@ fn server_has(server: &HcloudServer, ip: IpAddr) -> bool {
         .private_net
         .iter()
         .filter_map(|n| n.ip.as_deref()?.parse::<IpAddr>().ok());
-    let in_v6_net = match (ip, server.public_net.ipv6.as_ref().and_then(|v| v.ip.as_deref())) {
+    let in_v6_net = match (
+        ip,
+        server
+            .public_net
+            .ipv6
+            .as_ref()
+            .and_then(|v| v.ip.as_deref()),
+    ) {
         (IpAddr::V6(ip), Some(net)) => net
             .split_once('/')
             .and_then(|(base, _)| base.parse::<std::net::Ipv6Addr>().ok())
@@ -182,7 +189,11 @@ fn service_text(s: &LbService) -> String {
         s.protocol,
         s.listen_port,
         s.destination_port,
-        if s.proxyprotocol { " proxy_protocol" } else { "" }
+        if s.proxyprotocol {
+            " proxy_protocol"
+        } else {
+            ""
+        }
     );
     if let Some(hc) = &s.health_check {
         text.push_str(&format!(
@@ -227,8 +238,14 @@ pub fn drift(want: &CreateLoadBalancer, have: &HcloudLb) -> Vec<Drift> {
     );
     differ(
         "algorithm",
-        want.algorithm.as_ref().map(|a| a.kind.clone()).unwrap_or_default(),
-        have.algorithm.as_ref().map(|a| a.kind.clone()).unwrap_or_default(),
+        want.algorithm
+            .as_ref()
+            .map(|a| a.kind.clone())
+            .unwrap_or_default(),
+        have.algorithm
+            .as_ref()
+            .map(|a| a.kind.clone())
+            .unwrap_or_default(),
     );
     let ports: BTreeSet<u16> = want
         .services

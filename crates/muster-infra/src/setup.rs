@@ -172,7 +172,16 @@ pub async fn run(
     if lb_creates || dns_needs_lb {
         let mut step = StepReport::new(Step::Lb);
         progress("reading the load balancer");
-        match load_balancer(config, clients, &cloud_servers, options.dry_run && lb_creates, lb_creates, &mut step).await {
+        match load_balancer(
+            config,
+            clients,
+            &cloud_servers,
+            options.dry_run && lb_creates,
+            lb_creates,
+            &mut step,
+        )
+        .await
+        {
             Ok(addresses) => lb_addresses = addresses,
             Err(e) => step.error = Some(e),
         }
@@ -186,7 +195,16 @@ pub async fn run(
     }
     if wants(Step::Dns) {
         let mut step = StepReport::new(Step::Dns);
-        if let Err(e) = dns(config, clients, &lb_addresses, options.dry_run, &mut step, progress).await {
+        if let Err(e) = dns(
+            config,
+            clients,
+            &lb_addresses,
+            options.dry_run,
+            &mut step,
+            progress,
+        )
+        .await
+        {
             step.error = Some(e.to_string());
         }
         report.steps.push(step);
@@ -204,7 +222,13 @@ impl StepReport {
         }
     }
 
-    fn item(&mut self, action: Action, object: &'static str, name: impl Into<String>, detail: impl Into<String>) {
+    fn item(
+        &mut self,
+        action: Action,
+        object: &'static str,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
         self.items.push(PlanItem {
             action,
             object,
@@ -256,16 +280,25 @@ async fn discover(
                             .as_ref()
                             .and_then(|v| v.ip.clone())
                             .unwrap_or_else(|| "no public IPv4".into());
-                        let kind = s.server_type.as_ref().map(|t| t.name.as_str()).unwrap_or("?");
+                        let kind = s
+                            .server_type
+                            .as_ref()
+                            .map(|t| t.name.as_str())
+                            .unwrap_or("?");
                         let place = s.location.as_ref().map(|l| l.name.as_str()).unwrap_or("?");
-                        format!("cloud server {} ({}), {ip}, {kind}, {place}, {}", s.name, s.id, s.status)
+                        format!(
+                            "cloud server {} ({}), {ip}, {kind}, {place}, {}",
+                            s.name, s.id, s.status
+                        )
                     }),
                 )
             }
             HostType::Hrobot => {
                 let ip = host.ip.to_string();
                 let s = robot.iter().find(|r| {
-                    r.server_ip.as_deref() == Some(ip.as_str()) || r.ip.contains(&ip) || r.server_name == *name
+                    r.server_ip.as_deref() == Some(ip.as_str())
+                        || r.ip.contains(&ip)
+                        || r.server_name == *name
                 });
                 if let Some(s) = s {
                     matched_robot.push(s.server_number);
@@ -291,15 +324,27 @@ async fn discover(
                 Action::Missing,
                 "server",
                 name.as_str(),
-                format!("{} {} is not listed by the provider", host.kind.as_str(), host.ip),
+                format!(
+                    "{} {} is not listed by the provider",
+                    host.kind.as_str(),
+                    host.ip
+                ),
             ),
             (None, false) => {}
         }
     }
     for s in cloud.iter().filter(|s| !matched_cloud.contains(&s.id)) {
-        step.item(Action::Unlisted, "server", s.name.as_str(), format!("cloud server {} is not in infra.yaml", s.id));
+        step.item(
+            Action::Unlisted,
+            "server",
+            s.name.as_str(),
+            format!("cloud server {} is not in infra.yaml", s.id),
+        );
     }
-    for s in robot.iter().filter(|s| !matched_robot.contains(&s.server_number)) {
+    for s in robot
+        .iter()
+        .filter(|s| !matched_robot.contains(&s.server_number))
+    {
         step.item(
             Action::Unlisted,
             "server",
@@ -321,7 +366,8 @@ async fn load_balancer(
     step: &mut StepReport,
 ) -> Result<LbAddresses, String> {
     let Some(lb_config) = &config.load_balancer else {
-        step.notes.push("infra.yaml declares no load_balancer".into());
+        step.notes
+            .push("infra.yaml declares no load_balancer".into());
         return Ok(LbAddresses::default());
     };
     let Some(hcloud) = &clients.hcloud else {
@@ -340,13 +386,25 @@ async fn load_balancer(
                 Ok(want) => {
                     let drift = lb::drift(&want, &have);
                     if drift.is_empty() {
-                        step.item(Action::Unchanged, "load_balancer", have.name.as_str(), format!("id {}, {}", have.id, ipv4.as_deref().unwrap_or("no IPv4")));
+                        step.item(
+                            Action::Unchanged,
+                            "load_balancer",
+                            have.name.as_str(),
+                            format!("id {}, {}", have.id, ipv4.as_deref().unwrap_or("no IPv4")),
+                        );
                     }
                     for d in drift {
-                        step.item(Action::Drift, "load_balancer", format!("{} {}", have.name, d.field), format!("want {}, have {}", d.want, d.have));
+                        step.item(
+                            Action::Drift,
+                            "load_balancer",
+                            format!("{} {}", have.name, d.field),
+                            format!("want {}, have {}", d.want, d.have),
+                        );
                     }
                 }
-                Err(why) => step.notes.push(format!("cannot compare with infra.yaml: {why}")),
+                Err(why) => step
+                    .notes
+                    .push(format!("cannot compare with infra.yaml: {why}")),
             }
         }
         return Ok(LbAddresses { ipv4, ipv6 });
@@ -390,13 +448,42 @@ fn change_item(step: &mut StepReport, zone: &str, change: &RecordChange) {
         format!("{t} {fqdn}")
     };
     match change {
-        RecordChange::Keep { host, record_type, value, ttl, .. } => {
-            step.item(Action::Unchanged, "record", name(host, record_type), format!("{value} (ttl {ttl})"));
+        RecordChange::Keep {
+            host,
+            record_type,
+            value,
+            ttl,
+            ..
+        } => {
+            step.item(
+                Action::Unchanged,
+                "record",
+                name(host, record_type),
+                format!("{value} (ttl {ttl})"),
+            );
         }
-        RecordChange::Create { host, record_type, value, ttl } => {
-            step.item(Action::Create, "record", name(host, record_type), format!("{value} (ttl {ttl})"));
+        RecordChange::Create {
+            host,
+            record_type,
+            value,
+            ttl,
+        } => {
+            step.item(
+                Action::Create,
+                "record",
+                name(host, record_type),
+                format!("{value} (ttl {ttl})"),
+            );
         }
-        RecordChange::Update { host, record_type, from_value, value, from_ttl, ttl, .. } => {
+        RecordChange::Update {
+            host,
+            record_type,
+            from_value,
+            value,
+            from_ttl,
+            ttl,
+            ..
+        } => {
             let mut detail = Vec::new();
             if from_value != value {
                 detail.push(format!("{from_value} -> {value}"));
@@ -406,10 +493,26 @@ fn change_item(step: &mut StepReport, zone: &str, change: &RecordChange) {
             if from_ttl != ttl {
                 detail.push(format!("ttl {from_ttl} -> {ttl}"));
             }
-            step.item(Action::Update, "record", name(host, record_type), detail.join(", "));
+            step.item(
+                Action::Update,
+                "record",
+                name(host, record_type),
+                detail.join(", "),
+            );
         }
-        RecordChange::Delete { host, record_type, value, ttl, .. } => {
-            step.item(Action::Delete, "record", name(host, record_type), format!("{value} (ttl {ttl})"));
+        RecordChange::Delete {
+            host,
+            record_type,
+            value,
+            ttl,
+            ..
+        } => {
+            step.item(
+                Action::Delete,
+                "record",
+                name(host, record_type),
+                format!("{value} (ttl {ttl})"),
+            );
         }
     }
 }
@@ -439,13 +542,22 @@ async fn dns(
             change_item(step, zone, change);
         }
         for set in &plan.pending {
-            let fqdn = if set.host.is_empty() { zone.clone() } else { format!("{}.{zone}", set.host) };
+            let fqdn = if set.host.is_empty() {
+                zone.clone()
+            } else {
+                format!("{}.{zone}", set.host)
+            };
             let why = if dry_run {
                 "the load balancer's address, once it is created"
             } else {
                 "the load balancer's address: run `setup --step lb` first"
             };
-            step.item(Action::Pending, "record", format!("{} {fqdn}", set.record_type), format!("{} (waits for {why})", set.pending.join(", ")));
+            step.item(
+                Action::Pending,
+                "record",
+                format!("{} {fqdn}", set.record_type),
+                format!("{} (waits for {why})", set.pending.join(", ")),
+            );
         }
         if !dry_run {
             let to_send = plan.to_send();

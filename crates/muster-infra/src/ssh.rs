@@ -30,7 +30,11 @@ pub fn ssh_args(host: &Host, options: &SshOptions, batch: bool, command: &[Strin
     };
     opt(format!(
         "StrictHostKeyChecking={}",
-        if options.strict_host_keys { "yes" } else { "accept-new" }
+        if options.strict_host_keys {
+            "yes"
+        } else {
+            "accept-new"
+        }
     ));
     if let Some(file) = &options.known_hosts {
         opt(format!("UserKnownHostsFile={}", file.display()));

@@ -32,9 +32,13 @@ use crate::ssh::{SshOptions, ssh_args};
 /// How a service is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    Galera { expected: usize },
+    Galera {
+        expected: usize,
+    },
     Mariadb,
-    Redis { port: u16 },
+    Redis {
+        port: u16,
+    },
     Docker,
     Systemd(String),
     /// A container by name, else a systemd unit.
@@ -54,11 +58,7 @@ impl Check {
         };
         match name {
             "galera" => Check::Galera {
-                expected: config
-                    .database
-                    .as_ref()
-                    .map_or(0, |d| d.nodes.len())
-                    .max(1),
+                expected: config.database.as_ref().map_or(0, |d| d.nodes.len()).max(1),
             },
             "mariadb" | "mysql" => Check::Mariadb,
             "redis" | "valkey" | "dragonfly" => Check::Redis {
@@ -170,7 +170,13 @@ struct Answer {
 }
 
 /// Judges one service from its answer and the host's containers.
-fn judge(name: &str, check: &Check, answer: Option<&Answer>, docker_up: bool, containers: &[String]) -> ServiceStatus {
+fn judge(
+    name: &str,
+    check: &Check,
+    answer: Option<&Answer>,
+    docker_up: bool,
+    containers: &[String],
+) -> ServiceStatus {
     let status = |up: bool, detail: String| ServiceStatus {
         name: name.to_string(),
         up,
@@ -200,7 +206,14 @@ fn judge(name: &str, check: &Check, answer: Option<&Answer>, docker_up: bool, co
                 .nth(1)
                 .and_then(|n| n.parse::<usize>().ok());
             match size {
-                None => status(false, "MariaDB answers but is not a Galera node (no wsrep_cluster_size)".into()),
+                None => status(
+                    false,
+                    "MariaDB answers, but is not a Galera node (no wsrep_cluster_size)".into(),
+                ),
+                Some(0) => status(
+                    false,
+                    "MariaDB answers, but is not in a Galera cluster (wsrep_cluster_size=0)".into(),
+                ),
                 Some(n) if n >= *expected => status(true, format!("cluster_size={n}")),
                 Some(n) => status(false, format!("cluster_size={n} of {expected} nodes")),
             }
@@ -212,8 +225,12 @@ fn judge(name: &str, check: &Check, answer: Option<&Answer>, docker_up: bool, co
         },
         Check::Redis { port } => match answer {
             None => missing(),
-            Some(a) if a.rc == 0 && a.out.trim() == "PONG" => status(true, format!("PONG on :{port}")),
-            Some(a) if a.rc == 0 => status(false, format!("answered `{}` on :{port}", a.out.trim())),
+            Some(a) if a.rc == 0 && a.out.trim() == "PONG" => {
+                status(true, format!("PONG on :{port}"))
+            }
+            Some(a) if a.rc == 0 => {
+                status(false, format!("answered `{}` on :{port}", a.out.trim()))
+            }
             Some(a) => failed(a, "redis-cli"),
         },
         Check::Docker => {
@@ -229,7 +246,10 @@ fn judge(name: &str, check: &Check, answer: Option<&Answer>, docker_up: bool, co
             Some(a) => failed(a, "systemctl"),
         },
         Check::Named(n) => {
-            let running: Vec<&String> = containers.iter().filter(|c| c.contains(n.as_str())).collect();
+            let running: Vec<&String> = containers
+                .iter()
+                .filter(|c| c.contains(n.as_str()))
+                .collect();
             if !running.is_empty() {
                 let names: Vec<&str> = running.iter().map(|s| s.as_str()).collect();
                 return status(true, format!("running ({})", names.join(", ")));
@@ -250,7 +270,13 @@ fn judge(name: &str, check: &Check, answer: Option<&Answer>, docker_up: bool, co
 }
 
 /// Reads the probe's output for `checks` (of `services`, same order).
-pub fn parse_probe(name: &str, host: &Host, services: &[String], checks: &[Check], stdout: &str) -> HostStatus {
+pub fn parse_probe(
+    name: &str,
+    host: &Host,
+    services: &[String],
+    checks: &[Check],
+    stdout: &str,
+) -> HostStatus {
     let mut os = None;
     let mut docker = None;
     let mut docker_up = false;
@@ -280,7 +306,10 @@ pub fn parse_probe(name: &str, host: &Host, services: &[String], checks: &[Check
             }
             Some("@@svc") => {
                 let i = parts.next().and_then(|i| i.parse::<usize>().ok());
-                let rc = parts.next().and_then(|r| r.parse::<i32>().ok()).unwrap_or(-1);
+                let rc = parts
+                    .next()
+                    .and_then(|r| r.parse::<i32>().ok())
+                    .unwrap_or(-1);
                 let out = parts.next().unwrap_or_default().to_string();
                 if let Some(slot) = i.and_then(|i| answers.get_mut(i)) {
                     *slot = Some(Answer { rc, out });
@@ -335,7 +364,12 @@ impl Default for StatusOptions {
 }
 
 /// Probes one host.
-pub async fn probe_host(config: &Config, name: &str, host: &Host, options: &StatusOptions) -> HostStatus {
+pub async fn probe_host(
+    config: &Config,
+    name: &str,
+    host: &Host,
+    options: &StatusOptions,
+) -> HostStatus {
     let checks: Vec<Check> = host
         .services
         .iter()
@@ -364,7 +398,12 @@ pub async fn probe_host(config: &Config, name: &str, host: &Host, options: &Stat
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return unreachable(format!("cannot run {}: {e}", options.program), start.elapsed()),
+        Err(e) => {
+            return unreachable(
+                format!("cannot run {}: {e}", options.program),
+                start.elapsed(),
+            );
+        }
     };
     let mut stdin = child.stdin.take().expect("piped stdin");
     let run = async move {
@@ -374,7 +413,12 @@ pub async fn probe_host(config: &Config, name: &str, host: &Host, options: &Stat
         child.wait_with_output().await
     };
     let output = match tokio::time::timeout(options.timeout, run).await {
-        Err(_) => return unreachable(format!("no answer within {}s", options.timeout.as_secs()), start.elapsed()),
+        Err(_) => {
+            return unreachable(
+                format!("no answer within {}s", options.timeout.as_secs()),
+                start.elapsed(),
+            );
+        }
         Ok(Err(e)) => return unreachable(format!("ssh failed: {e}"), start.elapsed()),
         Ok(Ok(o)) => o,
     };
@@ -421,7 +465,8 @@ pub struct StatusReport {
 
 impl StatusReport {
     pub fn ok(&self) -> bool {
-        self.hosts.iter().all(HostStatus::ok) && self.load_balancer.as_ref().is_none_or(LbStatus::ok)
+        self.hosts.iter().all(HostStatus::ok)
+            && self.load_balancer.as_ref().is_none_or(LbStatus::ok)
     }
 }
 
@@ -500,13 +545,22 @@ mod tests {
         Config {
             database: Some(Database {
                 nodes: vec![
-                    Node { host: "de".into(), port: 3306 },
-                    Node { host: "de2".into(), port: 3306 },
+                    Node {
+                        host: "de".into(),
+                        port: 3306,
+                    },
+                    Node {
+                        host: "de2".into(),
+                        port: 3306,
+                    },
                 ],
                 ..Database::default()
             }),
             cache: Some(Cache {
-                nodes: vec![Node { host: "de".into(), port: 6380 }],
+                nodes: vec![Node {
+                    host: "de".into(),
+                    port: 6380,
+                }],
                 ..Cache::default()
             }),
             ..Config::default()
@@ -516,19 +570,43 @@ mod tests {
     #[test]
     fn services_map_to_checks() {
         let c = config();
-        assert_eq!(Check::for_service(&c, "de", "galera"), Check::Galera { expected: 2 });
-        assert_eq!(Check::for_service(&c, "de", "redis"), Check::Redis { port: 6380 });
-        assert_eq!(Check::for_service(&c, "de2", "redis"), Check::Redis { port: 6379 });
-        assert_eq!(Check::for_service(&c, "de", "systemd:nginx"), Check::Systemd("nginx".into()));
-        assert_eq!(Check::for_service(&c, "de", "caddy.service"), Check::Systemd("caddy.service".into()));
-        assert_eq!(Check::for_service(&c, "de", "traefik"), Check::Named("traefik".into()));
-        assert_eq!(Check::for_service(&Config::default(), "x", "galera"), Check::Galera { expected: 1 });
+        assert_eq!(
+            Check::for_service(&c, "de", "galera"),
+            Check::Galera { expected: 2 }
+        );
+        assert_eq!(
+            Check::for_service(&c, "de", "redis"),
+            Check::Redis { port: 6380 }
+        );
+        assert_eq!(
+            Check::for_service(&c, "de2", "redis"),
+            Check::Redis { port: 6379 }
+        );
+        assert_eq!(
+            Check::for_service(&c, "de", "systemd:nginx"),
+            Check::Systemd("nginx".into())
+        );
+        assert_eq!(
+            Check::for_service(&c, "de", "caddy.service"),
+            Check::Systemd("caddy.service".into())
+        );
+        assert_eq!(
+            Check::for_service(&c, "de", "traefik"),
+            Check::Named("traefik".into())
+        );
+        assert_eq!(
+            Check::for_service(&Config::default(), "x", "galera"),
+            Check::Galera { expected: 1 }
+        );
     }
 
     #[test]
     fn the_script_quotes_names_and_asks_each_check() {
         let script = probe_script(&[Check::Named("it's".into()), Check::Redis { port: 6380 }]);
-        assert!(script.contains(r"svc 0 systemctl is-active 'it'\''s'"), "{script}");
+        assert!(
+            script.contains(r"svc 0 systemctl is-active 'it'\''s'"),
+            "{script}"
+        );
         assert!(script.contains("svc 1 redis-cli -p 6380 ping"));
         assert!(script.ends_with("printf '@@end\\n'\n"));
     }
@@ -536,15 +614,30 @@ mod tests {
     #[test]
     fn a_probe_is_judged_from_its_answers() {
         let c = config();
-        let h = host(&["galera", "redis", "traefik", "coolify", "systemd:nginx", "docker"]);
-        let checks: Vec<Check> = h.services.iter().map(|s| Check::for_service(&c, "de", s)).collect();
+        let h = host(&[
+            "galera",
+            "redis",
+            "traefik",
+            "coolify",
+            "systemd:nginx",
+            "docker",
+        ]);
+        let checks: Vec<Check> = h
+            .services
+            .iter()
+            .map(|s| Check::for_service(&c, "de", s))
+            .collect();
         let out = "@@os\tDebian GNU/Linux 12 (bookworm)\n@@docker\tup\t28.2.2\n@@containers\ttraefik coolify-db\n\
                    @@svc\t0\t0\twsrep_cluster_size 1\n@@svc\t1\t0\tPONG\n@@svc\t2\t3\tinactive\n@@svc\t3\t3\tinactive\n\
                    @@svc\t4\t1\tSystem has not been booted with systemd as init system (PID 1). Can't operate.\n@@end\n";
         let s = parse_probe("de", &h, &h.services, &checks, out);
         assert_eq!(s.os.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
         assert_eq!(s.docker.as_deref(), Some("up, Docker 28.2.2"));
-        let got: Vec<(bool, &str)> = s.services.iter().map(|x| (x.up, x.detail.as_str())).collect();
+        let got: Vec<(bool, &str)> = s
+            .services
+            .iter()
+            .map(|x| (x.up, x.detail.as_str()))
+            .collect();
         assert_eq!(
             got,
             [
@@ -552,7 +645,10 @@ mod tests {
                 (true, "PONG on :6380"),
                 (true, "running (traefik)"),
                 (true, "running (coolify-db)"),
-                (false, "System has not been booted with systemd as init system (PID 1). Can't operate."),
+                (
+                    false,
+                    "System has not been booted with systemd as init system (PID 1). Can't operate."
+                ),
                 (true, "daemon answers"),
             ]
         );
@@ -562,7 +658,10 @@ mod tests {
         let s = parse_probe("de", &h, &h.services, &checks, out);
         assert!(s.services[0].detail.contains("not a Galera node"));
         assert!(s.services[1].detail.contains("Connection refused"));
-        assert_eq!(s.services[2].detail, "no active unit named traefik, and docker is not running");
+        assert_eq!(
+            s.services[2].detail,
+            "no active unit named traefik, and docker is not running"
+        );
         assert_eq!(s.services[4].detail, "not probed (the probe ended early)");
         assert!(!s.services[5].up);
     }

@@ -144,7 +144,14 @@ impl CloudnsMock {
 
     /// Adds a record as the API stores it; answers its id. MX and SRV take their numbers as
     /// `PRIORITY [WEIGHT PORT] TARGET` in `value`.
-    pub fn put_record(&self, zone: &str, host: &str, record_type: &str, value: &str, ttl: u32) -> u64 {
+    pub fn put_record(
+        &self,
+        zone: &str,
+        host: &str,
+        record_type: &str,
+        value: &str,
+        ttl: u32,
+    ) -> u64 {
         let mut s = self.state();
         s.next_id += 1;
         let id = s.next_id;
@@ -325,7 +332,10 @@ fn answer(mock: &CloudnsMock, method: &str, p: &BTreeMap<String, String>) -> Res
 }
 
 fn zone_of(s: &CloudnsState, p: &BTreeMap<String, String>) -> Option<String> {
-    let name = p.get("domain-name")?.trim_end_matches('.').to_ascii_lowercase();
+    let name = p
+        .get("domain-name")?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     s.zones.contains_key(&name).then_some(name)
 }
 
@@ -343,7 +353,11 @@ fn list_zones(s: &CloudnsState, method: &str, p: &BTreeMap<String, String>) -> R
     if method == "get-pages-count.json" {
         return json_ok(json!(names.len().div_ceil(rows)));
     }
-    let Some(page) = p.get("page").and_then(|v| v.parse::<usize>().ok()).filter(|p| *p >= 1) else {
+    let Some(page) = p
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|p| *p >= 1)
+    else {
         return failed("Missing required parameter 'page'.");
     };
     let items: Vec<Value> = names
@@ -372,7 +386,11 @@ fn records(s: &CloudnsState, p: &BTreeMap<String, String>) -> Response {
         .collect();
     if matching.is_empty() {
         // PHP's empty array.
-        return json_ok(if s.empty_as_object { json!({}) } else { json!([]) });
+        return json_ok(if s.empty_as_object {
+            json!({})
+        } else {
+            json!([])
+        });
     }
     json_ok(Value::Object(matching))
 }
@@ -432,8 +450,10 @@ fn add_record(s: &mut CloudnsState, p: &BTreeMap<String, String>) -> Response {
         record[k] = v;
     }
     s.zones.get_mut(&zone).expect("checked").insert(id, record);
-    json_ok(json!({"status": "Success", "statusDescription": "The record was added successfully.",
-        "data": {"id": id}}))
+    json_ok(
+        json!({"status": "Success", "statusDescription": "The record was added successfully.",
+        "data": {"id": id}}),
+    )
 }
 
 fn mod_record(s: &mut CloudnsState, p: &BTreeMap<String, String>) -> Response {
@@ -476,7 +496,9 @@ mod tests {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(Body::from(body.unwrap_or_default().to_string())).unwrap();
+        let req = req
+            .body(Body::from(body.unwrap_or_default().to_string()))
+            .unwrap();
         let resp = mock.router().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 200, "ClouDNS always answers 200");
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -489,12 +511,30 @@ mod tests {
     async fn failures_are_200_with_failed_and_records_are_a_php_array() {
         let mock = CloudnsMock::new();
         mock.add_zone("example.com");
-        let v = call(&mock, "GET", "/dns/records.json?domain-name=example.com&auth-id=1&auth-password=x", None).await;
+        let v = call(
+            &mock,
+            "GET",
+            "/dns/records.json?domain-name=example.com&auth-id=1&auth-password=x",
+            None,
+        )
+        .await;
         assert_eq!(v["status"], "Failed");
-        let v = call(&mock, "GET", &format!("/dns/records.json?domain-name=example.com&{AUTH}"), None).await;
+        let v = call(
+            &mock,
+            "GET",
+            &format!("/dns/records.json?domain-name=example.com&{AUTH}"),
+            None,
+        )
+        .await;
         assert_eq!(v, json!([]));
         mock.set_empty_records_as_object(true);
-        let v = call(&mock, "GET", &format!("/dns/records.json?domain-name=example.com&{AUTH}"), None).await;
+        let v = call(
+            &mock,
+            "GET",
+            &format!("/dns/records.json?domain-name=example.com&{AUTH}"),
+            None,
+        )
+        .await;
         assert_eq!(v, json!({}));
         // JSON body parameters, a host stored lowercased, an integer id answered.
         let v = call(&mock, "POST", "/dns/add-record.json", Some(
@@ -502,14 +542,29 @@ mod tests {
                "record-type":"A","host":"WWW","record":"192.0.2.1","ttl":3600}"#)).await;
         assert_eq!(v["status"], "Success");
         let id = v["data"]["id"].as_u64().expect("an integer id");
-        let v = call(&mock, "GET", &format!("/dns/records.json?domain-name=example.com&{AUTH}"), None).await;
+        let v = call(
+            &mock,
+            "GET",
+            &format!("/dns/records.json?domain-name=example.com&{AUTH}"),
+            None,
+        )
+        .await;
         let r = &v[id.to_string()];
         assert_eq!(r["host"], "www");
         assert_eq!(r["ttl"], "3600");
         assert_eq!(r["status"], 1);
         let v = call(&mock, "POST", &format!("/dns/mod-record.json?domain-name=example.com&record-id={id}&host=www&record=192.0.2.2&ttl=123&{AUTH}"), None).await;
-        assert_eq!(v["statusDescription"], "Invalid TTL. Choose from the list of the values we support.");
-        let v = call(&mock, "POST", &format!("/dns/delete-record.json?domain-name=nope.org&record-id={id}&{AUTH}"), None).await;
+        assert_eq!(
+            v["statusDescription"],
+            "Invalid TTL. Choose from the list of the values we support."
+        );
+        let v = call(
+            &mock,
+            "POST",
+            &format!("/dns/delete-record.json?domain-name=nope.org&record-id={id}&{AUTH}"),
+            None,
+        )
+        .await;
         assert_eq!(v["statusDescription"], "Missing domain-name");
         assert_eq!(mock.mutations().len(), 3);
     }
@@ -520,14 +575,31 @@ mod tests {
         for i in 0..25 {
             mock.add_zone(&format!("zone{i:02}.example"));
         }
-        let v = call(&mock, "GET", &format!("/dns/list-zones.json?rows-per-page=10&{AUTH}"), None).await;
+        let v = call(
+            &mock,
+            "GET",
+            &format!("/dns/list-zones.json?rows-per-page=10&{AUTH}"),
+            None,
+        )
+        .await;
         assert_eq!(v["statusDescription"], "Missing required parameter 'page'.");
-        let v = call(&mock, "GET", &format!("/dns/list-zones.json?page=3&rows-per-page=10&{AUTH}"), None).await;
+        let v = call(
+            &mock,
+            "GET",
+            &format!("/dns/list-zones.json?page=3&rows-per-page=10&{AUTH}"),
+            None,
+        )
+        .await;
         assert_eq!(v.as_array().unwrap().len(), 5);
         mock.set_rate_limit(Some(2));
         let _ = call(&mock, "GET", &format!("/dns/login.json?{AUTH}"), None).await;
         let v = call(&mock, "GET", &format!("/dns/login.json?{AUTH}"), None).await;
         assert_eq!(v["status"], "Failed");
-        assert!(v["statusDescription"].as_str().unwrap().contains("per second"));
+        assert!(
+            v["statusDescription"]
+                .as_str()
+                .unwrap()
+                .contains("per second")
+        );
     }
 }

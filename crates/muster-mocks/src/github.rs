@@ -121,10 +121,14 @@ impl GithubMock {
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
-    let body = json!({"message": text, "documentation_url": DOCS, "status": status.as_u16().to_string()});
+    let body =
+        json!({"message": text, "documentation_url": DOCS, "status": status.as_u16().to_string()});
     (
         status,
-        [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )],
         body.to_string(),
     )
         .into_response()
@@ -245,10 +249,18 @@ fn answer(
             .max(1);
         (page - 1) * per_page
     };
-    let page: Vec<&Value> = matching.iter().skip(start).take(per_page).copied().collect();
+    let page: Vec<&Value> = matching
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .copied()
+        .collect();
     let mut resp = (
         StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )],
         Value::Array(page.into_iter().cloned().collect()).to_string(),
     )
         .into_response();
@@ -257,9 +269,8 @@ fn answer(
             .get(axum::http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("127.0.0.1");
-        let mut next = format!(
-            "http://{host}/repos/{owner}/{name}/{feature}/alerts?per_page={per_page}"
-        );
+        let mut next =
+            format!("http://{host}/repos/{owner}/{name}/{feature}/alerts?per_page={per_page}");
         if let Some(st) = param(query, "state") {
             next.push_str(&format!("&state={st}"));
         }
@@ -269,8 +280,10 @@ fn answer(
             next.push_str(&format!("&page={}", start / per_page + 2));
         }
         let link = format!("<{next}>; rel=\"next\"");
-        resp.headers_mut()
-            .insert(axum::http::header::LINK, HeaderValue::from_str(&link).expect("link"));
+        resp.headers_mut().insert(
+            axum::http::header::LINK,
+            HeaderValue::from_str(&link).expect("link"),
+        );
     }
     resp
 }

@@ -839,18 +839,22 @@ async fn create_load_balancer(State(mock): State<HcloudMock>, body: Bytes) -> Re
         return json_response(StatusCode::CONFLICT, body);
     }
     // An `ip` target must not be a Cloud server's address: those are added as `server` targets.
-    let cloud_ip = req["targets"].as_array().into_iter().flatten().find_map(|t| {
-        let ip = t["ip"]["ip"].as_str().filter(|_| t["type"] == "ip")?;
-        let owned = mock.state().servers.values().any(|s| {
-            s["public_net"]["ipv4"]["ip"] == ip
-                || s["private_net"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|n| n["ip"] == ip)
+    let cloud_ip = req["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|t| {
+            let ip = t["ip"]["ip"].as_str().filter(|_| t["type"] == "ip")?;
+            let owned = mock.state().servers.values().any(|s| {
+                s["public_net"]["ipv4"]["ip"] == ip
+                    || s["private_net"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|n| n["ip"] == ip)
+            });
+            owned.then(|| ip.to_string())
         });
-        owned.then(|| ip.to_string())
-    });
     if let Some(ip) = cloud_ip {
         let body = json!({"error": {"code": "cloud_resource_ip_not_allowed",
             "message": format!("IP {ip} belongs to a cloud resource; add the server as a target"),

@@ -16,8 +16,9 @@
 //!   to the reserve, calls are spaced at the refill rate, `(reset − now) / (limit − remaining)`,
 //!   so the budget never reaches zero and no 429 is provoked.
 //! - **Pacing** ([`ApiClient::with_pacing`]): a provider whose limit is per second and that sends
-//!   no budget headers (CloudNS: 20/s) gets a token bucket, a burst of `per_second` and then one
-//!   call every `1/per_second`, so the limit is never reached.
+//!   no budget headers (CloudNS: 20/s) gets its calls spaced `1/per_second` apart, shared by
+//!   clones. No burst: the provider counts any one-second window, and a burst followed by paced
+//!   calls would overrun it.
 //! - **Deadline** ([`ApiClient::with_deadline`]): one call, retries and waits included, ends by
 //!   then. A wait that would end past the deadline is not started: the call fails at once with
 //!   the error that caused the wait.
@@ -575,13 +576,13 @@ impl ApiClient {
         self
     }
 
-    /// At most `per_second` calls per second, after a burst of as many (shared by clones).
+    /// At most `per_second` calls in any second: call starts are spaced `1/per_second` apart
+    /// (shared by clones).
     pub fn with_pacing(self, per_second: u32) -> Self {
-        let per_second = f64::from(per_second.max(1));
         self.gate.state.lock().expect("gate lock").bucket = Some(Bucket {
-            per_second,
-            capacity: per_second,
-            tokens: per_second,
+            per_second: f64::from(per_second.max(1)),
+            capacity: 1.0,
+            tokens: 1.0,
             at: Instant::now(),
         });
         self

@@ -9,7 +9,7 @@
 //!   [`ProviderError::Api`] with the description as its message.
 //! - **Rate limit in a 200.** Past 20 requests a second (per IP) the answer is a 200 `Failed`
 //!   naming the limit; [`cloudns_throttle`] treats it like a 429 (every call waits a second), and
-//!   the client paces itself to 20/s so it never gets there.
+//!   the client paces itself to 18/s so it does not get there.
 //! - **Records as a PHP array.** `records.json` answers an object keyed by record id, or `[]` when
 //!   the zone has none (`{}` in some documentation): all three are read.
 //! - **Strings for numbers.** `id`, `ttl` and `priority` are strings, `status` an integer, and
@@ -44,6 +44,8 @@ pub const PROVIDER_NAME: &str = "cloudns";
 pub const ZONES_PER_PAGE: usize = 100;
 /// ClouDNS's limit per IP address and second.
 pub const REQUESTS_PER_SECOND: u32 = 20;
+/// The pace the client keeps, a margin under the limit for jitter on the way.
+pub const PACE_PER_SECOND: u32 = 18;
 /// The TTLs `add-record` and `mod-record` accept, in seconds.
 pub const ALLOWED_TTLS: [u32; 13] = [
     60, 300, 900, 1800, 3600, 21600, 43200, 86400, 172800, 259200, 604800, 1209600, 2592000,
@@ -81,9 +83,18 @@ pub fn cloudns_throttle(_status: StatusCode, body: &Value) -> Option<Duration> {
 
 /// Who signs in: the main API user (`auth-id`) or a sub-user (`sub-auth-id`, `sub-auth-user`).
 pub enum CloudnsAuth {
-    Main { id: String, password: SecretString },
-    SubId { id: String, password: SecretString },
-    SubUser { user: String, password: SecretString },
+    Main {
+        id: String,
+        password: SecretString,
+    },
+    SubId {
+        id: String,
+        password: SecretString,
+    },
+    SubUser {
+        user: String,
+        password: SecretString,
+    },
 }
 
 impl CloudnsAuth {
@@ -113,7 +124,10 @@ impl Auth for CloudnsAuth {
             CloudnsAuth::SubId { id, password } => ("sub-auth-id", id, password),
             CloudnsAuth::SubUser { user, password } => ("sub-auth-user", user, password),
         };
-        req.query(&[(key, who.as_str()), ("auth-password", password.expose_secret())])
+        req.query(&[
+            (key, who.as_str()),
+            ("auth-password", password.expose_secret()),
+        ])
     }
 
     fn scheme(&self) -> &'static str {
@@ -457,7 +471,7 @@ pub struct CloudnsClient {
 }
 
 impl CloudnsClient {
-    /// A client paced to ClouDNS's 20 requests a second, treating its 200 rate-limit answer like
+    /// A client paced under ClouDNS's 20 requests a second, treating its 200 rate-limit answer like
     /// a 429; `base_url` overrides the public endpoint.
     pub fn new(auth: CloudnsAuth, base_url: Option<&str>) -> Result<Self, ProviderError> {
         let api = ApiClient::new(PROVIDER_NAME, base_url.unwrap_or(DEFAULT_BASE_URL), auth)?;
@@ -468,7 +482,7 @@ impl CloudnsClient {
     pub fn from_api(api: ApiClient) -> Self {
         CloudnsClient {
             api: api
-                .with_pacing(REQUESTS_PER_SECOND)
+                .with_pacing(PACE_PER_SECOND)
                 .with_throttle_rule(cloudns_throttle),
         }
     }
@@ -548,7 +562,9 @@ impl CloudnsClient {
                 };
                 let name = text("name");
                 if name.is_empty() {
-                    return Err(self.protocol(format!("list-zones page {page}: a zone has no name")));
+                    return Err(
+                        self.protocol(format!("list-zones page {page}: a zone has no name"))
+                    );
                 }
                 zones.push(Zone {
                     kind: text("type"),
@@ -732,7 +748,11 @@ impl CloudnsClient {
     }
 
     /// Sends the changes of a plan, in order; `Keep`s send nothing. Answers how many were sent.
-    pub async fn apply(&self, zone: &str, changes: &[RecordChange]) -> Result<usize, ProviderError> {
+    pub async fn apply(
+        &self,
+        zone: &str,
+        changes: &[RecordChange],
+    ) -> Result<usize, ProviderError> {
         let mut sent = 0;
         for change in changes {
             match change {
@@ -924,9 +944,11 @@ mod tests {
         assert_eq!(r.ttl, 3600);
         assert_eq!(r.value(), "10 mx.example.com");
         assert!(r.active);
-        let r =
-            DnsRecord::from_json(Some("7"), &json!({"type":"A","host":"","record":"192.0.2.1","ttl":300,"status":"0"}))
-                .unwrap();
+        let r = DnsRecord::from_json(
+            Some("7"),
+            &json!({"type":"A","host":"","record":"192.0.2.1","ttl":300,"status":"0"}),
+        )
+        .unwrap();
         assert_eq!(r.id, "7");
         assert!(!r.active);
     }
@@ -942,12 +964,18 @@ mod tests {
             Some(Duration::from_secs(1))
         );
         assert_eq!(
-            cloudns_throttle(ok, &json!({"status":"Failed","statusDescription":"Missing domain-name"})),
+            cloudns_throttle(
+                ok,
+                &json!({"status":"Failed","statusDescription":"Missing domain-name"})
+            ),
             None
         );
         assert_eq!(cloudns_throttle(ok, &json!([])), None);
         assert_eq!(
-            cloudns_throttle(ok, &json!({"status":"Success","statusDescription":"rate limit"})),
+            cloudns_throttle(
+                ok,
+                &json!({"status":"Success","statusDescription":"rate limit"})
+            ),
             None
         );
     }
@@ -955,9 +983,23 @@ mod tests {
     #[test]
     fn a_present_value_is_kept_and_ttl_drift_is_corrected() {
         let existing = [rec("1", "www", "A", "192.0.2.1", 3600)];
-        let plan = plan_record_set(&existing, "www", "A", &vals(&["192.0.2.1"]), 3600, SetMode::Include);
+        let plan = plan_record_set(
+            &existing,
+            "www",
+            "A",
+            &vals(&["192.0.2.1"]),
+            3600,
+            SetMode::Include,
+        );
         assert!(matches!(plan.as_slice(), [RecordChange::Keep { id, .. }] if id == "1"));
-        let plan = plan_record_set(&existing, "www", "A", &vals(&["192.0.2.1"]), 300, SetMode::Include);
+        let plan = plan_record_set(
+            &existing,
+            "www",
+            "A",
+            &vals(&["192.0.2.1"]),
+            300,
+            SetMode::Include,
+        );
         assert_eq!(
             plan,
             [RecordChange::Update {
@@ -979,7 +1021,14 @@ mod tests {
             rec("2", "www", "A", "192.0.2.2", 300),
             rec("3", "api", "A", "192.0.2.9", 300),
         ];
-        let plan = plan_record_set(&existing, "www", "A", &vals(&["192.0.2.3"]), 300, SetMode::Include);
+        let plan = plan_record_set(
+            &existing,
+            "www",
+            "A",
+            &vals(&["192.0.2.3"]),
+            300,
+            SetMode::Include,
+        );
         assert_eq!(
             plan,
             [RecordChange::Create {
@@ -990,7 +1039,14 @@ mod tests {
             }]
         );
         // The second value of the set is found, not the first overwritten.
-        let plan = plan_record_set(&existing, "www", "A", &vals(&["192.0.2.2"]), 300, SetMode::Include);
+        let plan = plan_record_set(
+            &existing,
+            "www",
+            "A",
+            &vals(&["192.0.2.2"]),
+            300,
+            SetMode::Include,
+        );
         assert!(matches!(plan.as_slice(), [RecordChange::Keep { id, .. }] if id == "2"));
     }
 
@@ -1014,7 +1070,9 @@ mod tests {
             .iter()
             .map(|c| match c {
                 RecordChange::Keep { id, .. } => ("keep".into(), id.clone()),
-                RecordChange::Update { id, value, .. } => ("update".into(), format!("{id}={value}")),
+                RecordChange::Update { id, value, .. } => {
+                    ("update".into(), format!("{id}={value}"))
+                }
                 RecordChange::Create { value, .. } => ("create".into(), value.clone()),
                 RecordChange::Delete { id, .. } => ("delete".into(), id.clone()),
             })
@@ -1032,15 +1090,38 @@ mod tests {
     #[test]
     fn a_cname_is_replaced_and_values_compare_as_dns_does() {
         let existing = [rec("1", "www", "CNAME", "Old.Example.com.", 300)];
-        let plan = plan_record_set(&existing, "www", "CNAME", &vals(&["old.example.com"]), 300, SetMode::Include);
+        let plan = plan_record_set(
+            &existing,
+            "www",
+            "CNAME",
+            &vals(&["old.example.com"]),
+            300,
+            SetMode::Include,
+        );
         assert!(matches!(plan.as_slice(), [RecordChange::Keep { .. }]));
-        let plan = plan_record_set(&existing, "www", "CNAME", &vals(&["new.example.com"]), 300, SetMode::Include);
-        assert!(matches!(plan.as_slice(), [RecordChange::Update { id, value, .. }] if id == "1" && value == "new.example.com"));
+        let plan = plan_record_set(
+            &existing,
+            "www",
+            "CNAME",
+            &vals(&["new.example.com"]),
+            300,
+            SetMode::Include,
+        );
+        assert!(
+            matches!(plan.as_slice(), [RecordChange::Update { id, value, .. }] if id == "1" && value == "new.example.com")
+        );
         assert!(same_value("AAAA", "2001:DB8:0::1", "2001:db8::1"));
         assert!(!same_value("TXT", "Hello", "hello"));
         let mut mx = rec("5", "", "MX", "mx.example.com", 300);
         mx.priority = Some(10);
-        let plan = plan_record_set(&[mx], "", "MX", &vals(&["10  MX.example.com"]), 300, SetMode::Exact);
+        let plan = plan_record_set(
+            &[mx],
+            "",
+            "MX",
+            &vals(&["10  MX.example.com"]),
+            300,
+            SetMode::Exact,
+        );
         assert!(matches!(plan.as_slice(), [RecordChange::Keep { .. }]));
     }
 

@@ -407,7 +407,9 @@ mod tests {
     fn next_links_must_stay_below_the_base_url() {
         let c = GithubClient::new("t", Some("http://127.0.0.1:9/api/v3")).unwrap();
         let req = c
-            .request_for("http://127.0.0.1:9/api/v3/repos/o/r/dependabot/alerts?after=abc&per_page=100")
+            .request_for(
+                "http://127.0.0.1:9/api/v3/repos/o/r/dependabot/alerts?after=abc&per_page=100",
+            )
             .unwrap();
         assert_eq!(req.path, "/repos/o/r/dependabot/alerts");
         assert_eq!(req.query[0], ("after".to_string(), "abc".to_string()));

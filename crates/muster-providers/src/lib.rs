@@ -60,8 +60,8 @@ pub use client::{
 };
 pub use cloudns::{CloudnsAuth, CloudnsClient};
 pub use discovered::DiscoveredServer;
-pub use github::GithubClient;
 pub use error::ProviderError;
+pub use github::GithubClient;
 pub use hcloud::{HcloudClient, HcloudServer, HetznerCloudProvider};
 pub use hrobot::{HetznerRobotProvider, RobotClient, RobotServer};
 pub use muster_domain::{AssetStatus, AssetType};

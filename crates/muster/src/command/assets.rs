@@ -101,7 +101,8 @@ impl WriteArgs {
                 let text = if src == "-" {
                     std::io::read_to_string(std::io::stdin())?
                 } else {
-                    std::fs::read_to_string(src).map_err(|e| anyhow::anyhow!("reading {src}: {e}"))?
+                    std::fs::read_to_string(src)
+                        .map_err(|e| anyhow::anyhow!("reading {src}: {e}"))?
                 };
                 match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Object(m)) => m,
@@ -186,7 +187,11 @@ pub async fn run(cmd: AssetsCommand, output: Output) -> anyhow::Result<ExitCode>
             show(&asset, output)?;
         }
         AssetsCommand::Update { id, write } => {
-            let asset = write.api.client()?.update_asset(&id, &write.body()?).await?;
+            let asset = write
+                .api
+                .client()?
+                .update_asset(&id, &write.body()?)
+                .await?;
             show(&asset, output)?;
         }
         AssetsCommand::Delete { id, api } => {
@@ -220,7 +225,18 @@ fn text(v: &Value) -> String {
 }
 
 pub fn render_list(assets: &[Value], meta: &Value, width: Option<u16>) -> String {
-    let mut t = table(&["ID", "NAME", "TYPE", "STATUS", "HEALTH", "ADDRESSES", "PROVIDER"], width);
+    let mut t = table(
+        &[
+            "ID",
+            "NAME",
+            "TYPE",
+            "STATUS",
+            "HEALTH",
+            "ADDRESSES",
+            "PROVIDER",
+        ],
+        width,
+    );
     for a in assets {
         t.add_row(vec![
             text(&a["id"]),
@@ -232,7 +248,9 @@ pub fn render_list(assets: &[Value], meta: &Value, width: Option<u16>) -> String
             text(&a["provider"]),
         ]);
     }
-    let total = meta["total"].as_u64().map_or(String::new(), |t| format!(" of {t}"));
+    let total = meta["total"]
+        .as_u64()
+        .map_or(String::new(), |t| format!(" of {t}"));
     format!("{t}\n{} assets{total}\n", assets.len())
 }
 
@@ -241,13 +259,28 @@ fn show(asset: &Value, output: Output) -> anyhow::Result<()> {
         return print_json(asset);
     }
     let mut t = table(&["FIELD", "VALUE"], None);
-    for k in ["id", "name", "asset_type", "status", "health", "organization_id", "provider", "external_id", "hostname"] {
+    for k in [
+        "id",
+        "name",
+        "asset_type",
+        "status",
+        "health",
+        "organization_id",
+        "provider",
+        "external_id",
+        "hostname",
+    ] {
         t.add_row(vec![k.to_string(), text(&asset[k])]);
     }
     t.add_row(vec!["ip_addresses".to_string(), addresses(asset)]);
     let labels = asset["labels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(", "))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default();
     t.add_row(vec!["labels".to_string(), labels]);
     for k in ["notes", "last_health_check_at", "created_at", "updated_at"] {

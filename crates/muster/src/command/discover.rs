@@ -25,13 +25,41 @@ pub async fn run(args: DiscoverArgs, output: Output) -> anyhow::Result<ExitCode>
     if output.is_json() {
         print_json(&answer)?;
     } else {
-        let mut t = table(&["TOTAL", "CREATED", "UPDATED", "UNCHANGED", "MARKED OFFLINE", "ERRORS", "MS"], None);
+        let mut t = table(
+            &[
+                "TOTAL",
+                "CREATED",
+                "UPDATED",
+                "UNCHANGED",
+                "MARKED OFFLINE",
+                "ERRORS",
+                "MS",
+            ],
+            None,
+        );
         let n = |k: &str| answer[k].as_u64().unwrap_or(0).to_string();
-        t.add_row(vec![n("total"), n("created"), n("updated"), n("unchanged"), n("marked_offline"), errors.to_string(), n("duration_ms")]);
+        t.add_row(vec![
+            n("total"),
+            n("created"),
+            n("updated"),
+            n("unchanged"),
+            n("marked_offline"),
+            errors.to_string(),
+            n("duration_ms"),
+        ]);
         println!("{t}");
         for e in answer["errors"].as_array().into_iter().flatten() {
-            println!("error: {}", e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()));
+            println!(
+                "error: {}",
+                e.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string())
+            );
         }
     }
-    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -55,8 +55,15 @@ fn line(e: &Value) -> String {
 pub async fn run(cmd: EventsCommand, output: Output) -> anyhow::Result<ExitCode> {
     let EventsCommand::Tail(args) = cmd;
     let client = args.api.client()?;
-    let mut base: Vec<(String, String)> = args.types.iter().map(|t| ("type".to_string(), t.clone())).collect();
-    for (k, v) in [("object_id", &args.object_id), ("organization_id", &args.organization_id)] {
+    let mut base: Vec<(String, String)> = args
+        .types
+        .iter()
+        .map(|t| ("type".to_string(), t.clone()))
+        .collect();
+    for (k, v) in [
+        ("object_id", &args.object_id),
+        ("organization_id", &args.organization_id),
+    ] {
         if let Some(v) = v {
             base.push((k.into(), v.clone()));
         }
@@ -66,7 +73,10 @@ pub async fn run(cmd: EventsCommand, output: Output) -> anyhow::Result<ExitCode>
     let mut first = true;
     loop {
         let mut q = base.clone();
-        q.push(("per_page".into(), if first { args.last.clamp(1, 500) } else { 500 }.to_string()));
+        q.push((
+            "per_page".into(),
+            if first { args.last.clamp(1, 500) } else { 500 }.to_string(),
+        ));
         if let Some(s) = &since {
             q.push(("since".into(), s.clone()));
         }

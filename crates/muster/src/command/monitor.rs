@@ -24,10 +24,17 @@ pub async fn run(args: MonitorArgs, output: Output) -> anyhow::Result<ExitCode> 
     let token = std::env::var("GITHUB_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("GITHUB_TOKEN is required (a token that may read security alerts)"))?;
-    let base = std::env::var("GITHUB_API_URL").ok().filter(|u| !u.is_empty());
+        .ok_or_else(|| {
+            anyhow::anyhow!("GITHUB_TOKEN is required (a token that may read security alerts)")
+        })?;
+    let base = std::env::var("GITHUB_API_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     let client = GithubClient::new(&token, base.as_deref())?;
-    let progress = Progress::spinner(output, &format!("scanning {} repositories", args.repos.len()));
+    let progress = Progress::spinner(
+        output,
+        &format!("scanning {} repositories", args.repos.len()),
+    );
     let report = findings::monitor(&client, &args.repos, &args.severity).await;
     progress.finish();
     for n in &report.not_enabled {
@@ -42,7 +49,11 @@ pub async fn run(args: MonitorArgs, output: Output) -> anyhow::Result<ExitCode> 
     } else {
         print!("{}", render(&report, None));
     }
-    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn render(report: &MonitorReport, width: Option<u16>) -> String {
@@ -56,14 +67,24 @@ pub fn render(report: &MonitorReport, width: Option<u16>) -> String {
             counts.push(format!("{n} {sev}"));
         }
     }
-    let mut t = table(&["SEVERITY", "SOURCE", "REPO", "RULE", "LOCATION", "MESSAGE"], width);
+    let mut t = table(
+        &["SEVERITY", "SOURCE", "REPO", "RULE", "LOCATION", "MESSAGE"],
+        width,
+    );
     for f in &report.findings {
         let location = match (f.file.as_str(), f.line) {
             ("", _) => String::new(),
             (file, 0) => file.to_string(),
             (file, line) => format!("{file}:{line}"),
         };
-        t.add_row(vec![f.severity.clone(), f.source.clone(), f.repo.clone(), f.rule.clone(), location, f.message.clone()]);
+        t.add_row(vec![
+            f.severity.clone(),
+            f.source.clone(),
+            f.repo.clone(),
+            f.rule.clone(),
+            location,
+            f.message.clone(),
+        ]);
     }
     format!("Found: {}\n{t}\n", counts.join(", "))
 }

@@ -44,14 +44,22 @@ pub enum DnsCommand {
 fn default_zone(config: Option<&PathBuf>) -> Option<String> {
     let (c, _) = super::load_config(config).ok()?;
     let zones = &c.dns?.zones;
-    (zones.len() == 1).then(|| zones.keys().next().cloned()).flatten()
+    (zones.len() == 1)
+        .then(|| zones.keys().next().cloned())
+        .flatten()
 }
 
-pub async fn run(config: Option<PathBuf>, cmd: DnsCommand, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Option<PathBuf>,
+    cmd: DnsCommand,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let client = super::require_cloudns()?;
     match cmd {
         DnsCommand::List { zone, zone_option } => {
-            let zone = zone.or(zone_option).or_else(|| default_zone(config.as_ref()));
+            let zone = zone
+                .or(zone_option)
+                .or_else(|| default_zone(config.as_ref()));
             let progress = Progress::spinner(output, "listing");
             match zone {
                 Some(zone) => {
@@ -75,20 +83,38 @@ pub async fn run(config: Option<PathBuf>, cmd: DnsCommand, output: Output) -> an
             }
             Ok(ExitCode::SUCCESS)
         }
-        DnsCommand::Set { host, record_type, values, ttl, zone, exact } => {
+        DnsCommand::Set {
+            host,
+            record_type,
+            values,
+            ttl,
+            zone,
+            exact,
+        } => {
             let zone = zone
                 .or_else(|| default_zone(config.as_ref()))
-                .ok_or_else(|| anyhow::anyhow!("which zone? give --zone (infra.yaml names none, or several)"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("which zone? give --zone (infra.yaml names none, or several)")
+                })?;
             let record_type = record_type.to_ascii_uppercase();
-            let mode = if exact || values.len() > 1 { SetMode::Exact } else { SetMode::Include };
+            let mode = if exact || values.len() > 1 {
+                SetMode::Exact
+            } else {
+                SetMode::Include
+            };
             let changes = client
                 .ensure_record_set(&zone, &host, &record_type, &values, ttl, mode)
                 .await?;
             if output.is_json() {
-                print_json(&serde_json::json!({"zone": zone, "changed": !changes.is_empty(), "changes": changes}))?;
+                print_json(
+                    &serde_json::json!({"zone": zone, "changed": !changes.is_empty(), "changes": changes}),
+                )?;
             } else if changes.is_empty() {
                 let name = relative_host(&zone, &host);
-                println!("Record already correct: {record_type} {} in {zone}", if name.is_empty() { "@" } else { &name });
+                println!(
+                    "Record already correct: {record_type} {} in {zone}",
+                    if name.is_empty() { "@" } else { &name }
+                );
             } else {
                 for c in &changes {
                     println!("{}", describe(&zone, c));
@@ -101,14 +127,46 @@ pub async fn run(config: Option<PathBuf>, cmd: DnsCommand, output: Output) -> an
 
 /// One change as a line.
 pub fn describe(zone: &str, c: &RecordChange) -> String {
-    let fqdn = |h: &str| if h.is_empty() { zone.to_string() } else { format!("{h}.{zone}") };
-    match c {
-        RecordChange::Keep { host, record_type, value, .. } => format!("unchanged {record_type} {} {value}", fqdn(host)),
-        RecordChange::Create { host, record_type, value, ttl } => format!("created {record_type} {} {value} (ttl {ttl})", fqdn(host)),
-        RecordChange::Update { host, record_type, from_value, value, from_ttl, ttl, .. } => {
-            format!("updated {record_type} {} {from_value} (ttl {from_ttl}) -> {value} (ttl {ttl})", fqdn(host))
+    let fqdn = |h: &str| {
+        if h.is_empty() {
+            zone.to_string()
+        } else {
+            format!("{h}.{zone}")
         }
-        RecordChange::Delete { host, record_type, value, .. } => format!("deleted {record_type} {} {value}", fqdn(host)),
+    };
+    match c {
+        RecordChange::Keep {
+            host,
+            record_type,
+            value,
+            ..
+        } => format!("unchanged {record_type} {} {value}", fqdn(host)),
+        RecordChange::Create {
+            host,
+            record_type,
+            value,
+            ttl,
+        } => format!("created {record_type} {} {value} (ttl {ttl})", fqdn(host)),
+        RecordChange::Update {
+            host,
+            record_type,
+            from_value,
+            value,
+            from_ttl,
+            ttl,
+            ..
+        } => {
+            format!(
+                "updated {record_type} {} {from_value} (ttl {from_ttl}) -> {value} (ttl {ttl})",
+                fqdn(host)
+            )
+        }
+        RecordChange::Delete {
+            host,
+            record_type,
+            value,
+            ..
+        } => format!("deleted {record_type} {} {value}", fqdn(host)),
     }
 }
 
@@ -118,9 +176,23 @@ pub fn render_records(zone: &str, records: &[DnsRecord], width: Option<u16>) -> 
     }
     let mut t = table(&["ID", "TYPE", "HOST", "VALUE", "TTL"], width);
     for r in records {
-        let host = if r.host.is_empty() { "@".to_string() } else { r.host.clone() };
-        let value = if r.active { r.value() } else { format!("{} (inactive)", r.value()) };
-        t.add_row(vec![r.id.clone(), r.record_type.clone(), host, value, r.ttl.to_string()]);
+        let host = if r.host.is_empty() {
+            "@".to_string()
+        } else {
+            r.host.clone()
+        };
+        let value = if r.active {
+            r.value()
+        } else {
+            format!("{} (inactive)", r.value())
+        };
+        t.add_row(vec![
+            r.id.clone(),
+            r.record_type.clone(),
+            host,
+            value,
+            r.ttl.to_string(),
+        ]);
     }
     format!("DNS records of {zone}\n{t}\n")
 }
@@ -128,7 +200,16 @@ pub fn render_records(zone: &str, records: &[DnsRecord], width: Option<u16>) -> 
 pub fn render_zones(zones: &[Zone], width: Option<u16>) -> String {
     let mut t = table(&["ZONE", "TYPE", "KIND", "ACTIVE"], width);
     for z in zones {
-        t.add_row(vec![z.name.clone(), z.kind.clone(), z.zone.clone(), if z.active { "yes".into() } else { "no".to_string() }]);
+        t.add_row(vec![
+            z.name.clone(),
+            z.kind.clone(),
+            z.zone.clone(),
+            if z.active {
+                "yes".into()
+            } else {
+                "no".to_string()
+            },
+        ]);
     }
     format!("{} zones\n{t}\n", zones.len())
 }

@@ -22,19 +22,31 @@ pub struct ImportArgs {
     pub dry_run: bool,
 }
 
-pub async fn run(config: Option<PathBuf>, args: ImportArgs, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Option<PathBuf>,
+    args: ImportArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let (config, _) = super::load_config(config.as_ref())?;
     let client = args.api.client()?;
     let assets = client.all_assets(&[]).await?;
     let mut rows = Vec::new();
     for (name, host) in &config.hosts {
-        let action = plan(name, host, find_asset(name, host, &assets), args.organization_id.as_deref());
+        let action = plan(
+            name,
+            host,
+            find_asset(name, host, &assets),
+            args.organization_id.as_deref(),
+        );
         let (verb, id) = match &action {
             ImportAction::Create { body, .. } => {
                 let id = if args.dry_run {
                     String::new()
                 } else {
-                    client.create_asset(body).await?["id"].as_str().unwrap_or_default().to_string()
+                    client.create_asset(body).await?["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
                 };
                 ("create", id)
             }
@@ -65,12 +77,24 @@ pub async fn run(config: Option<PathBuf>, args: ImportArgs, output: Output) -> a
                     .unwrap_or_default(),
                 ImportAction::Unchanged { .. } => String::new(),
             };
-            let verb = if args.dry_run && *verb != "unchanged" { format!("would {verb}") } else { verb.to_string() };
+            let verb = if args.dry_run && *verb != "unchanged" {
+                format!("would {verb}")
+            } else {
+                verb.to_string()
+            };
             t.add_row(vec![host.clone(), verb, id.clone(), fields]);
         }
         println!("{t}");
         let changed = rows.iter().filter(|r| r.1 != "unchanged").count();
-        println!("{changed} of {} hosts {}", rows.len(), if args.dry_run { "would change" } else { "changed" });
+        println!(
+            "{changed} of {} hosts {}",
+            rows.len(),
+            if args.dry_run {
+                "would change"
+            } else {
+                "changed"
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -22,7 +22,11 @@ pub enum LbCommand {
     },
 }
 
-pub async fn run(config: Option<PathBuf>, cmd: LbCommand, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Option<PathBuf>,
+    cmd: LbCommand,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let hcloud = super::require_hcloud()?;
     match cmd {
         LbCommand::Status => {
@@ -41,16 +45,29 @@ pub async fn run(config: Option<PathBuf>, cmd: LbCommand, output: Output) -> any
             } else {
                 print!("{}", render_status(&lbs, None));
             }
-            let unhealthy = lbs.iter().flat_map(target_health).any(|t| t.status == "unhealthy");
-            Ok(if unhealthy { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            let unhealthy = lbs
+                .iter()
+                .flat_map(target_health)
+                .any(|t| t.status == "unhealthy");
+            Ok(if unhealthy {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         LbCommand::Create { dry_run } => {
             let (config, _) = super::load_config(config.as_ref())?;
             if config.load_balancer.is_none() {
                 anyhow::bail!("infra.yaml declares no load_balancer");
             }
-            let clients = Clients { hcloud: Some(hcloud), ..Clients::default() };
-            let options = SetupOptions { dry_run, step: Some(Step::Lb) };
+            let clients = Clients {
+                hcloud: Some(hcloud),
+                ..Clients::default()
+            };
+            let options = SetupOptions {
+                dry_run,
+                step: Some(Step::Lb),
+            };
             let progress = Progress::spinner(output, "load balancer");
             let report = setup::run(&config, &clients, options, &|m| progress.message(m)).await;
             progress.finish();
@@ -59,7 +76,11 @@ pub async fn run(config: Option<PathBuf>, cmd: LbCommand, output: Output) -> any
             } else {
                 print!("{}", super::setup::render(&report, None));
             }
-            Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -77,16 +98,34 @@ pub fn render_status(lbs: &[LoadBalancer], width: Option<u16>) -> String {
             lb.id,
             v4.as_deref().unwrap_or("no IPv4"),
             v6.as_deref().unwrap_or(""),
-            lb.load_balancer_type.as_ref().map(|t| t.name.as_str()).unwrap_or("?"),
+            lb.load_balancer_type
+                .as_ref()
+                .map(|t| t.name.as_str())
+                .unwrap_or("?"),
             lb.location.as_ref().map(|l| l.name.as_str()).unwrap_or("?"),
         ));
-        let mut services = table(&["PROTOCOL", "LISTEN", "DESTINATION", "PROXY PROTOCOL", "HEALTH CHECK"], width);
+        let mut services = table(
+            &[
+                "PROTOCOL",
+                "LISTEN",
+                "DESTINATION",
+                "PROXY PROTOCOL",
+                "HEALTH CHECK",
+            ],
+            width,
+        );
         for s in &lb.services {
             let hc = s.health_check.as_ref().map_or(String::new(), |h| {
                 let path = h.http.as_ref().map(|x| x.path.as_str()).unwrap_or("");
                 format!("{} :{} every {}s {path}", h.protocol, h.port, h.interval)
             });
-            services.add_row(vec![s.protocol.clone(), s.listen_port.to_string(), s.destination_port.to_string(), s.proxyprotocol.to_string(), hc]);
+            services.add_row(vec![
+                s.protocol.clone(),
+                s.listen_port.to_string(),
+                s.destination_port.to_string(),
+                s.proxyprotocol.to_string(),
+                hc,
+            ]);
         }
         out.push_str(&format!("{services}\n"));
         let mut targets = table(&["TARGET", "PORT", "HEALTH"], width);

@@ -142,7 +142,10 @@ pub fn cloudns() -> anyhow::Result<Option<CloudnsClient>> {
         },
         (None, None, None) => return Ok(None),
     };
-    Ok(Some(CloudnsClient::new(auth, var("CLOUDNS_ENDPOINT").as_deref())?))
+    Ok(Some(CloudnsClient::new(
+        auth,
+        var("CLOUDNS_ENDPOINT").as_deref(),
+    )?))
 }
 
 /// [`hcloud`], required.

@@ -35,7 +35,11 @@ pub struct SetupArgs {
     pub step: Option<StepArg>,
 }
 
-pub async fn run(config: Option<PathBuf>, args: SetupArgs, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Option<PathBuf>,
+    args: SetupArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let (config, path) = super::load_config(config.as_ref())?;
     let clients = Clients {
         hcloud: super::hcloud()?,
@@ -52,10 +56,18 @@ pub async fn run(config: Option<PathBuf>, args: SetupArgs, output: Output) -> an
     if output.is_json() {
         print_json(&report)?;
     } else {
-        println!("Production setup from {}{}", path.display(), if report.dry_run { " (dry run)" } else { "" });
+        println!(
+            "Production setup from {}{}",
+            path.display(),
+            if report.dry_run { " (dry run)" } else { "" }
+        );
         print!("{}", render(&report, None));
     }
-    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The report for people: a table per step, notes, errors and the totals.
@@ -74,7 +86,12 @@ pub fn render(report: &SetupReport, width: Option<u16>) -> String {
                 } else {
                     i.action.as_str().to_string()
                 };
-                t.add_row(vec![action, i.object.to_string(), i.name.clone(), i.detail.clone()]);
+                t.add_row(vec![
+                    action,
+                    i.object.to_string(),
+                    i.name.clone(),
+                    i.detail.clone(),
+                ]);
             }
             out.push_str(&format!("{t}\n"));
         }
@@ -84,8 +101,12 @@ pub fn render(report: &SetupReport, width: Option<u16>) -> String {
     }
     let (changes, alone) = report.counts();
     out.push_str(&match (report.dry_run, report.failed()) {
-        (_, true) => format!("\nSetup stopped: {changes} changes, {alone} left alone before the failure\n"),
-        (true, false) => format!("\nDry run: {changes} changes would be made, {alone} left alone; nothing was sent\n"),
+        (_, true) => {
+            format!("\nSetup stopped: {changes} changes, {alone} left alone before the failure\n")
+        }
+        (true, false) => format!(
+            "\nDry run: {changes} changes would be made, {alone} left alone; nothing was sent\n"
+        ),
         (false, false) => format!("\nSetup complete: {changes} changes made, {alone} left alone\n"),
     });
     out

@@ -27,15 +27,33 @@ pub fn run(config: Option<PathBuf>, args: SshArgs) -> anyhow::Result<ExitCode> {
         let known: Vec<String> = config
             .hosts
             .iter()
-            .map(|(n, h)| format!("  {n}  {}  ({})", h.ip, if h.role.is_empty() { "-" } else { &h.role }))
+            .map(|(n, h)| {
+                format!(
+                    "  {n}  {}  ({})",
+                    h.ip,
+                    if h.role.is_empty() { "-" } else { &h.role }
+                )
+            })
             .collect();
-        anyhow::bail!("host `{}` is not in infra.yaml; hosts:\n{}", args.host, known.join("\n"));
+        anyhow::bail!(
+            "host `{}` is not in infra.yaml; hosts:\n{}",
+            args.host,
+            known.join("\n")
+        );
     };
     let argv = ssh_args(host, &args.ssh.options(0), false, &args.command);
     eprintln!(
         "> {}@{} ({})",
-        if host.ssh.user.is_empty() { "(you)" } else { &host.ssh.user },
-        if host.fqdn.is_empty() { &args.host } else { &host.fqdn },
+        if host.ssh.user.is_empty() {
+            "(you)"
+        } else {
+            &host.ssh.user
+        },
+        if host.fqdn.is_empty() {
+            &args.host
+        } else {
+            &host.fqdn
+        },
         host.ip
     );
     // Only returns if ssh could not be started.

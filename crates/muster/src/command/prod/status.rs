@@ -25,7 +25,11 @@ pub struct StatusArgs {
     pub ssh: SshFlags,
 }
 
-pub async fn run(config: Option<PathBuf>, args: StatusArgs, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Option<PathBuf>,
+    args: StatusArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let (config, path) = super::load_config(config.as_ref())?;
     if let Some(unknown) = args.hosts.iter().find(|h| !config.hosts.contains_key(*h)) {
         anyhow::bail!("host `{unknown}` is not in infra.yaml");
@@ -37,9 +41,16 @@ pub async fn run(config: Option<PathBuf>, args: StatusArgs, output: Output) -> a
         ..StatusOptions::default()
     };
     let hcloud = super::hcloud()?;
-    let count = if args.hosts.is_empty() { config.hosts.len() } else { args.hosts.len() };
+    let count = if args.hosts.is_empty() {
+        config.hosts.len()
+    } else {
+        args.hosts.len()
+    };
     let progress = Progress::bar(output, count as u64, "probing hosts");
-    let report = status::run(&config, &args.hosts, &options, hcloud.as_ref(), &|_| progress.inc()).await;
+    let report = status::run(&config, &args.hosts, &options, hcloud.as_ref(), &|_| {
+        progress.inc()
+    })
+    .await;
     progress.finish();
     if output.is_json() {
         print_json(&report)?;
@@ -47,7 +58,11 @@ pub async fn run(config: Option<PathBuf>, args: StatusArgs, output: Output) -> a
         println!("Infrastructure status from {}", path.display());
         print!("{}", render(&report, hcloud.is_some(), None));
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn render(report: &StatusReport, lb_checked: bool, width: Option<u16>) -> String {
@@ -68,7 +83,16 @@ pub fn render(report: &StatusReport, lb_checked: bool, width: Option<u16>) -> St
             h.docker.clone().unwrap_or_default(),
         ]);
         for s in &h.services {
-            services.add_row(vec![h.name.clone(), s.name.clone(), if s.up { "up".into() } else { "DOWN".to_string() }, s.detail.clone()]);
+            services.add_row(vec![
+                h.name.clone(),
+                s.name.clone(),
+                if s.up {
+                    "up".into()
+                } else {
+                    "DOWN".to_string()
+                },
+                s.detail.clone(),
+            ]);
         }
     }
     let mut out = format!("{hosts}\n");
@@ -85,7 +109,11 @@ pub fn render(report: &StatusReport, lb_checked: bool, width: Option<u16>) -> St
                     out.push('\n');
                     let mut t = table(&["TARGET", "PORT", "HEALTH"], width);
                     for x in &lb.targets {
-                        t.add_row(vec![x.target.clone(), x.listen_port.to_string(), x.status.clone()]);
+                        t.add_row(vec![
+                            x.target.clone(),
+                            x.listen_port.to_string(),
+                            x.status.clone(),
+                        ]);
                     }
                     out.push_str(&format!("{t}\n"));
                 }
@@ -98,7 +126,10 @@ pub fn render(report: &StatusReport, lb_checked: bool, width: Option<u16>) -> St
     out.push_str(&if report.ok() {
         format!("All {} hosts up\n", report.hosts.len())
     } else {
-        format!("{down_hosts} of {} hosts with problems\n", report.hosts.len())
+        format!(
+            "{down_hosts} of {} hosts with problems\n",
+            report.hosts.len()
+        )
     });
     out
 }
