@@ -438,82 +438,44 @@ async fn load_balancer(
     Ok(LbAddresses { ipv4, ipv6 })
 }
 
-fn change_item(step: &mut StepReport, zone: &str, change: &RecordChange) {
-    let name = |host: &str, t: &str| {
-        let fqdn = if host.is_empty() {
+/// A record change as a plan item (`A www.example.com`, `old -> new, ttl 3600 -> 300`).
+pub fn record_item(zone: &str, change: &RecordChange) -> PlanItem {
+    let fqdn = |host: &str| {
+        if host.is_empty() {
             zone.to_string()
         } else {
             format!("{host}.{zone}")
-        };
-        format!("{t} {fqdn}")
+        }
     };
-    match change {
-        RecordChange::Keep {
-            host,
-            record_type,
-            value,
-            ttl,
-            ..
-        } => {
-            step.item(
-                Action::Unchanged,
-                "record",
-                name(host, record_type),
-                format!("{value} (ttl {ttl})"),
-            );
+    let (action, detail) = match change {
+        RecordChange::Keep { value, ttl, .. } => {
+            (Action::Unchanged, format!("{value} (ttl {ttl})"))
         }
-        RecordChange::Create {
-            host,
-            record_type,
-            value,
-            ttl,
-        } => {
-            step.item(
-                Action::Create,
-                "record",
-                name(host, record_type),
-                format!("{value} (ttl {ttl})"),
-            );
-        }
+        RecordChange::Create { value, ttl, .. } => (Action::Create, format!("{value} (ttl {ttl})")),
+        RecordChange::Delete { value, ttl, .. } => (Action::Delete, format!("{value} (ttl {ttl})")),
         RecordChange::Update {
-            host,
-            record_type,
             from_value,
             value,
             from_ttl,
             ttl,
             ..
         } => {
-            let mut detail = Vec::new();
-            if from_value != value {
-                detail.push(format!("{from_value} -> {value}"));
+            let mut parts = vec![if from_value == value {
+                value.clone()
             } else {
-                detail.push(value.clone());
-            }
+                format!("{from_value} -> {value}")
+            }];
             if from_ttl != ttl {
-                detail.push(format!("ttl {from_ttl} -> {ttl}"));
+                parts.push(format!("ttl {from_ttl} -> {ttl}"));
             }
-            step.item(
-                Action::Update,
-                "record",
-                name(host, record_type),
-                detail.join(", "),
-            );
+            (Action::Update, parts.join(", "))
         }
-        RecordChange::Delete {
-            host,
-            record_type,
-            value,
-            ttl,
-            ..
-        } => {
-            step.item(
-                Action::Delete,
-                "record",
-                name(host, record_type),
-                format!("{value} (ttl {ttl})"),
-            );
-        }
+    };
+    PlanItem {
+        action,
+        object: "record",
+        name: format!("{} {}", change.record_type(), fqdn(change.host())),
+        detail,
     }
 }
 
@@ -538,9 +500,8 @@ async fn dns(
         let sets = record_sets(zone, &z.records, lb);
         let existing = cloudns.list_records(zone).await?;
         let plan = plan_zone(zone, &sets, &existing);
-        for change in &plan.changes {
-            change_item(step, zone, change);
-        }
+        step.items
+            .extend(plan.changes.iter().map(|c| record_item(zone, c)));
         for set in &plan.pending {
             let fqdn = if set.host.is_empty() {
                 zone.clone()

@@ -88,3 +88,62 @@ pub fn render(report: &MonitorReport, width: Option<u16>) -> String {
     }
     format!("Found: {}\n{t}\n", counts.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use muster_infra::findings::Finding;
+
+    use super::*;
+
+    #[test]
+    fn findings_read_as_one_table_with_counts() {
+        let f = |severity: &str, source: &str, rule: &str, file: &str, line: u64, message: &str| {
+            Finding {
+                source: source.into(),
+                severity: severity.into(),
+                rule: rule.into(),
+                file: file.into(),
+                line,
+                message: message.into(),
+                url: String::new(),
+                state: "open".into(),
+                repo: "acme/shop".into(),
+                created_at: "2026-01-05T10:00:00Z".into(),
+            }
+        };
+        let report = MonitorReport {
+            findings: vec![
+                f(
+                    "critical",
+                    "secret-scanning",
+                    "github_personal_access_token",
+                    "config/deploy.env",
+                    3,
+                    "Exposed GitHub Personal Access Token detected (active)",
+                ),
+                f(
+                    "high",
+                    "semgrep",
+                    "sql-injection",
+                    "src/db.rs",
+                    42,
+                    "sql-injection at src/db.rs:42",
+                ),
+                f(
+                    "low",
+                    "dependabot",
+                    "GHSA-mock-0001-xxxx",
+                    "Cargo.lock",
+                    0,
+                    "crate1: crate1 is vulnerable",
+                ),
+            ],
+            ..MonitorReport::default()
+        };
+        insta::assert_snapshot!(render(&report, Some(110)));
+        assert_eq!(
+            render(&MonitorReport::default(), None),
+            "No open security findings\n"
+        );
+    }
+}

@@ -125,49 +125,10 @@ pub async fn run(
     }
 }
 
-/// One change as a line.
+/// One change as a line: `update A www.example.com 192.0.2.1, ttl 3600 -> 300`.
 pub fn describe(zone: &str, c: &RecordChange) -> String {
-    let fqdn = |h: &str| {
-        if h.is_empty() {
-            zone.to_string()
-        } else {
-            format!("{h}.{zone}")
-        }
-    };
-    match c {
-        RecordChange::Keep {
-            host,
-            record_type,
-            value,
-            ..
-        } => format!("unchanged {record_type} {} {value}", fqdn(host)),
-        RecordChange::Create {
-            host,
-            record_type,
-            value,
-            ttl,
-        } => format!("created {record_type} {} {value} (ttl {ttl})", fqdn(host)),
-        RecordChange::Update {
-            host,
-            record_type,
-            from_value,
-            value,
-            from_ttl,
-            ttl,
-            ..
-        } => {
-            format!(
-                "updated {record_type} {} {from_value} (ttl {from_ttl}) -> {value} (ttl {ttl})",
-                fqdn(host)
-            )
-        }
-        RecordChange::Delete {
-            host,
-            record_type,
-            value,
-            ..
-        } => format!("deleted {record_type} {} {value}", fqdn(host)),
-    }
+    let item = muster_infra::setup::record_item(zone, c);
+    format!("{} {} {}", item.action.as_str(), item.name, item.detail)
 }
 
 pub fn render_records(zone: &str, records: &[DnsRecord], width: Option<u16>) -> String {

@@ -111,3 +111,65 @@ pub fn render(report: &SetupReport, width: Option<u16>) -> String {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use muster_infra::setup::{Action, PlanItem, StepReport};
+
+    use super::*;
+
+    fn item(action: Action, object: &'static str, name: &str, detail: &str) -> PlanItem {
+        PlanItem {
+            action,
+            object,
+            name: name.into(),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_plan_reads_as_a_table_per_step() {
+        let report = SetupReport {
+            dry_run: true,
+            steps: vec![
+                StepReport {
+                    step: Step::Lb,
+                    items: vec![item(
+                        Action::Create,
+                        "load_balancer",
+                        "hermes",
+                        "lb11 in fsn1, 2 services, 3 targets",
+                    )],
+                    notes: vec![],
+                    error: None,
+                },
+                StepReport {
+                    step: Step::Dns,
+                    items: vec![
+                        item(
+                            Action::Update,
+                            "record",
+                            "A example.com",
+                            "203.0.113.1, ttl 3600 -> 300",
+                        ),
+                        item(
+                            Action::Unchanged,
+                            "record",
+                            "MX example.com",
+                            "10 mail.example.com (ttl 3600)",
+                        ),
+                        item(
+                            Action::Pending,
+                            "record",
+                            "A hermes.lb.example.com",
+                            "{{.lb_ip}} (waits for the load balancer's address, once it is created)",
+                        ),
+                    ],
+                    notes: vec!["HETZNER_ROBOT_USER/HETZNER_ROBOT_PASS are not set".into()],
+                    error: None,
+                },
+            ],
+        };
+        insta::assert_snapshot!(render(&report, Some(100)));
+    }
+}
