@@ -151,6 +151,22 @@ impl HcloudMock {
         self.state().load_balancers.values().cloned().collect()
     }
 
+    /// Sets the health of every target of load balancer `id` on every port (`healthy`,
+    /// `unhealthy`, `unknown`), as the LB's health checks would; false if there is no such LB.
+    pub fn set_lb_health(&self, id: u64, status: &str) -> bool {
+        match self.state().load_balancers.get_mut(&id) {
+            Some(lb) => {
+                for target in lb["targets"].as_array_mut().into_iter().flatten() {
+                    for hs in target["health_status"].as_array_mut().into_iter().flatten() {
+                        hs["status"] = json!(status);
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The budget: `limit` requests, full now, refilled at `refill_per_sec`.
     pub fn set_budget(&self, limit: u64, refill_per_sec: f64) {
         self.state().budget = Budget::new(limit, refill_per_sec);
@@ -821,6 +837,29 @@ async fn create_load_balancer(State(mock): State<HcloudMock>, body: Bytes) -> Re
         let body = json!({"error": {"code": "uniqueness_error", "message": "name is already used",
             "details": {"fields": [{"name": "name"}]}}});
         return json_response(StatusCode::CONFLICT, body);
+    }
+    // An `ip` target must not be a Cloud server's address: those are added as `server` targets.
+    let cloud_ip = req["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|t| {
+            let ip = t["ip"]["ip"].as_str().filter(|_| t["type"] == "ip")?;
+            let owned = mock.state().servers.values().any(|s| {
+                s["public_net"]["ipv4"]["ip"] == ip
+                    || s["private_net"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|n| n["ip"] == ip)
+            });
+            owned.then(|| ip.to_string())
+        });
+    if let Some(ip) = cloud_ip {
+        let body = json!({"error": {"code": "cloud_resource_ip_not_allowed",
+            "message": format!("IP {ip} belongs to a cloud resource; add the server as a target"),
+            "details": {}}});
+        return json_response(StatusCode::UNPROCESSABLE_ENTITY, body);
     }
     let (type_id, type_name, max_conn, max_services, max_targets) = *lb_type.expect("checked");
     let id = mock.next_id();

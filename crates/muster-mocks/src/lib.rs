@@ -1,4 +1,5 @@
-//! Local stand-ins for the Hetzner Cloud and Hetzner Robot APIs, for tests and demos.
+//! Local stand-ins for the Hetzner Cloud, Hetzner Robot, ClouDNS and GitHub (security alerts)
+//! APIs, for tests and demos.
 //!
 //! Each mock is a state object ([`HcloudMock`], [`RobotMock`]) that tests change while its axum
 //! app serves it: add, remove or change servers, set the token or credentials, and switch on
@@ -14,18 +15,27 @@
 //! `[{"server": …}]` envelope, 404 `SERVER_NOT_FOUND` for an empty account, 403
 //! `RATE_LIMIT_EXCEEDED` with `interval` and `max_requests`, a bare 401, and null fields.
 //!
+//! [`CloudnsMock`] answers every failure as a 200 with `"status": "Failed"`, keys records by
+//! string id (or `[]` when there are none), lowercases hosts, accepts only the listed TTLs and
+//! enforces 20 requests a second; [`GithubMock`] serves the three alert lists with `Link`
+//! pagination, `no analysis found` and the answers of disabled features (see each module).
+//!
 //! The servers they hand out carry documentation and private addresses (see [`fixtures`]): data
 //! only, never to be contacted. [`spawn_hcloud`] and [`spawn_robot`] bind 127.0.0.1 only.
 
+pub mod cloudns;
 pub mod faults;
 pub mod fixtures;
+pub mod github;
 pub mod hcloud;
 mod record;
 pub mod robot;
 
 use std::net::SocketAddr;
 
+pub use cloudns::CloudnsMock;
 pub use faults::RetryAfter;
+pub use github::GithubMock;
 pub use hcloud::HcloudMock;
 pub use record::RequestRecord;
 pub use robot::RobotMock;
@@ -74,5 +84,15 @@ pub async fn spawn_hcloud(mock: HcloudMock) -> std::io::Result<(SocketAddr, Serv
 
 /// Serves `mock` on 127.0.0.1 at a free port.
 pub async fn spawn_robot(mock: RobotMock) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    spawn(mock.router(), "").await
+}
+
+/// Serves `mock` on 127.0.0.1 at a free port (the base URL has no path, as api.cloudns.net).
+pub async fn spawn_cloudns(mock: CloudnsMock) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    spawn(mock.router(), "").await
+}
+
+/// Serves `mock` on 127.0.0.1 at a free port (the base URL has no path, as api.github.com).
+pub async fn spawn_github(mock: GithubMock) -> std::io::Result<(SocketAddr, ServerHandle)> {
     spawn(mock.router(), "").await
 }

@@ -15,6 +15,10 @@
 //!   (UNIX seconds when the budget is full again; it refills continuously). Once `remaining` falls
 //!   to the reserve, calls are spaced at the refill rate, `(reset − now) / (limit − remaining)`,
 //!   so the budget never reaches zero and no 429 is provoked.
+//! - **Pacing** ([`ApiClient::with_pacing`]): a provider whose limit is per second and that sends
+//!   no budget headers (CloudNS: 20/s) gets its calls spaced `1/per_second` apart, shared by
+//!   clones. No burst: the provider counts any one-second window, and a burst followed by paced
+//!   calls would overrun it.
 //! - **Deadline** ([`ApiClient::with_deadline`]): one call, retries and waits included, ends by
 //!   then. A wait that would end past the deadline is not started: the call fails at once with
 //!   the error that caused the wait.
@@ -295,7 +299,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// Recognises a provider's rate-limit answer other than 429 from the status and the parsed JSON
 /// body (`Value::Null` if it was not JSON), and says how long to wait. Robot's 403
-/// `RATE_LIMIT_EXCEEDED` is one: see [`crate::hrobot::robot_throttle`].
+/// `RATE_LIMIT_EXCEEDED` is one: see [`crate::hrobot::robot_throttle`]. The rule sees successful
+/// answers too: CloudNS says "slow down" in a 200 (see [`crate::cloudns::cloudns_throttle`]).
 pub type ThrottleRule = fn(StatusCode, &Value) -> Option<Duration>;
 
 /// One request, kept as data so that each attempt can build it anew.
@@ -357,6 +362,32 @@ struct GateState {
     blocked_until: Option<Instant>,
     budget: Option<Observed>,
     next_slot: Option<Instant>,
+    bucket: Option<Bucket>,
+}
+
+/// A token bucket in virtual time: tokens may go negative, which reserves future turns.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    per_second: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one token; answers when the caller may send (now, or when its token has come).
+    fn take(&mut self, now: Instant) -> Instant {
+        if now > self.at {
+            let refill = (now - self.at).as_secs_f64() * self.per_second;
+            self.tokens = (self.tokens + refill).min(self.capacity);
+            self.at = now;
+        }
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            return now.max(self.at);
+        }
+        self.at + Duration::from_secs_f64(-self.tokens / self.per_second)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -393,12 +424,16 @@ impl Gate {
             blocked_until,
             budget,
             next_slot,
+            bucket,
         } = &mut *guard;
         let mut at = now;
         match *blocked_until {
             Some(b) if b > now => at = b,
             Some(_) => *blocked_until = None,
             None => {}
+        }
+        if let Some(bucket) = bucket {
+            at = bucket.take(at);
         }
         if let Some(obs) = budget {
             let reset_in = obs
@@ -541,6 +576,18 @@ impl ApiClient {
         self
     }
 
+    /// At most `per_second` calls in any second: call starts are spaced `1/per_second` apart
+    /// (shared by clones).
+    pub fn with_pacing(self, per_second: u32) -> Self {
+        self.gate.state.lock().expect("gate lock").bucket = Some(Bucket {
+            per_second: f64::from(per_second.max(1)),
+            capacity: 1.0,
+            tokens: 1.0,
+            at: Instant::now(),
+        });
+        self
+    }
+
     /// Treat answers this rule recognises as rate limits, like 429.
     pub fn with_throttle_rule(mut self, rule: ThrottleRule) -> Self {
         self.throttle = Some(rule);
@@ -653,7 +700,7 @@ impl ApiClient {
             tokio::time::sleep_until(turn).await;
 
             let next = match self.attempt(req).await {
-                Ok(resp) if resp.status.is_success() => {
+                Ok(resp) if resp.status.is_success() && !self.throttled_success(&resp) => {
                     tracing::debug!(
                         provider = self.provider,
                         method = %req.method,
@@ -721,6 +768,14 @@ impl ApiClient {
             status,
             headers,
             body,
+        })
+    }
+
+    /// Whether a 2xx answer is in truth the provider's "slow down" (a [`ThrottleRule`] says so).
+    fn throttled_success(&self, resp: &ApiResponse) -> bool {
+        self.throttle.is_some_and(|rule| {
+            let json: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+            rule(resp.status, &json).is_some()
         })
     }
 
@@ -822,10 +877,18 @@ impl ApiClient {
     }
 }
 
-/// `error.code` and `error.message` of an error body (Hetzner Cloud and Robot share the shape).
+/// `error.code` and `error.message` of an error body (Hetzner Cloud, Robot and muster share the
+/// shape); else a top-level `message` (GitHub) or `statusDescription` (CloudNS) as the message.
 fn error_fields(json: &Value) -> (Option<Box<str>>, Option<Box<str>>) {
     let field = |name: &str| -> Option<Box<str>> {
-        let s = json.get("error")?.get(name)?.as_str()?;
+        let s = match json.get("error") {
+            Some(error) => error.get(name)?.as_str()?,
+            None if name == "message" => json
+                .get("message")
+                .or_else(|| json.get("statusDescription"))?
+                .as_str()?,
+            None => return None,
+        };
         let mut s = s.trim().to_string();
         if s.len() > 300 {
             let mut cut = 300;

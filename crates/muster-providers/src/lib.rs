@@ -1,5 +1,6 @@
 //! Provider clients for discovery: Hetzner Cloud and Hetzner Robot, over one resilient HTTP
-//! client, answering provider-neutral [`DiscoveredServer`]s.
+//! client, answering provider-neutral [`DiscoveredServer`]s; and, over the same client, the
+//! ClouDNS ([`cloudns`]) and GitHub security alert ([`github`]) clients of the `muster` CLI.
 //!
 //! # Layers
 //!
@@ -43,9 +44,11 @@
 //! header (which reqwest marks sensitive). Errors name the method and path, never headers.
 
 pub mod client;
+pub mod cloudns;
 mod de;
 pub mod discovered;
 pub mod error;
+pub mod github;
 pub mod hcloud;
 pub mod hrobot;
 pub mod mapping;
@@ -55,8 +58,10 @@ pub use client::{
     AddressCheck, ApiClient, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken,
     RateLimitBudget, RateLimitPolicy, RetryPolicy, ThrottleRule,
 };
+pub use cloudns::{CloudnsAuth, CloudnsClient};
 pub use discovered::DiscoveredServer;
 pub use error::ProviderError;
+pub use github::GithubClient;
 pub use hcloud::{HcloudClient, HcloudServer, HetznerCloudProvider};
 pub use hrobot::{HetznerRobotProvider, RobotClient, RobotServer};
 pub use muster_domain::{AssetStatus, AssetType};

@@ -733,3 +733,220 @@ async fn the_address_check_filters_resolved_addresses_before_connecting() {
         .unwrap();
     assert_eq!(count, 3);
 }
+
+mod cloudns {
+    use std::time::{Duration, Instant};
+
+    use muster_mocks::{CloudnsMock, ServerHandle, spawn_cloudns};
+    use muster_providers::cloudns::{CloudnsAuth, CloudnsClient, RecordChange};
+
+    use super::fast;
+
+    async fn account() -> (CloudnsMock, ServerHandle, CloudnsClient) {
+        let mock = CloudnsMock::new();
+        let (_, handle) = spawn_cloudns(mock.clone()).await.unwrap();
+        let auth = CloudnsAuth::main(
+            muster_mocks::cloudns::DEFAULT_AUTH_ID,
+            muster_mocks::cloudns::DEFAULT_PASSWORD,
+        );
+        let client = CloudnsClient::new(auth, Some(handle.base_url()))
+            .unwrap()
+            .with_retry(fast());
+        (mock, handle, client)
+    }
+
+    #[tokio::test]
+    async fn every_zone_page_is_read_not_only_the_first_hundred() {
+        let (mock, _h, client) = account().await;
+        mock.set_rate_limit(None);
+        for i in 0..250 {
+            mock.add_zone(&format!("zone{i:03}.example"));
+        }
+        let zones = client.list_zones().await.unwrap();
+        assert_eq!(zones.len(), 250);
+        assert_eq!(zones[249].name, "zone249.example");
+        assert!(zones.iter().all(|z| z.active && z.kind == "master"));
+        let pages: Vec<String> = mock
+            .requests()
+            .iter()
+            .filter_map(|r| r.query_param("page"))
+            .collect();
+        assert_eq!(pages, ["1", "2", "3"]);
+        // An empty account is an empty list.
+        let (_, _h, empty) = account().await;
+        assert!(empty.list_zones().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_are_read_from_an_empty_array_an_empty_object_or_the_keyed_object() {
+        let (mock, _h, client) = account().await;
+        mock.add_zone("example.com");
+        assert!(client.list_records("example.com").await.unwrap().is_empty());
+        mock.set_empty_records_as_object(true);
+        assert!(client.list_records("example.com").await.unwrap().is_empty());
+        // Strings for numbers, the host lowercased, the integer id of add-record.
+        let id = client
+            .create_record("example.com", "WWW", "a", "192.0.2.1", 120)
+            .await
+            .unwrap();
+        mock.put_record("example.com", "", "MX", "10 mail.example.com", 3600);
+        let records = client.list_records("example.com").await.unwrap();
+        assert_eq!(records.len(), 2);
+        let www = records.iter().find(|r| r.record_type == "A").unwrap();
+        assert_eq!((www.id.as_str(), www.host.as_str()), (id.as_str(), "www"));
+        assert_eq!(www.ttl, 300, "120 is not an allowed TTL: rounded up");
+        let mx = records.iter().find(|r| r.record_type == "MX").unwrap();
+        assert_eq!(
+            (mx.priority, mx.value()),
+            (Some(10), "10 mail.example.com".to_string())
+        );
+        assert_eq!(
+            mock.records("example.com")[0]["ttl"],
+            "300",
+            "stored as a string"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_200_are_errors_that_say_why_and_never_the_password() {
+        let (mock, _h, client) = account().await;
+        let err = client.list_records("nope.example").await.unwrap_err();
+        assert_eq!(err.status(), Some(200));
+        assert_eq!(
+            err.to_string(),
+            "cloudns: GET /dns/records.json?domain-name=nope.example answered 200 (Missing domain-name)"
+        );
+        mock.add_zone("example.com");
+        let err = client.delete_record("example.com", "42").await.unwrap_err();
+        assert!(
+            err.to_string().ends_with("(Invalid record-id param.)"),
+            "{err}"
+        );
+        mock.set_credentials("4711", "another-password");
+        let err = client.login().await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("Invalid authentication"), "{text}");
+        assert!(!text.contains(muster_mocks::cloudns::DEFAULT_PASSWORD));
+        assert!(!format!("{client:?}").contains(muster_mocks::cloudns::DEFAULT_PASSWORD));
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_in_a_200_is_waited_out_and_every_call_succeeds() {
+        let (mock, _h, client) = account().await;
+        mock.add_zone("example.com");
+        // Stricter than the client's own 20/s pacing: the mock's answer must slow it down.
+        mock.set_rate_limit(Some(4));
+        let start = Instant::now();
+        for _ in 0..10 {
+            client.list_records("example.com").await.unwrap();
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        let answered = mock.requests().len();
+        assert!(
+            answered > 10,
+            "some calls were refused and sent again ({answered})"
+        );
+    }
+
+    #[tokio::test]
+    async fn pacing_keeps_calls_under_twenty_a_second() {
+        let (mock, _h, client) = account().await;
+        mock.add_zone("example.com");
+        let start = Instant::now();
+        for _ in 0..25 {
+            client.list_records("example.com").await.unwrap();
+        }
+        // 18 a second: 24 gaps of 1/18 s, and the mock's 20/s never refused one.
+        assert!(
+            start.elapsed() >= Duration::from_millis(24 * 1000 / 18 - 20),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(mock.requests().len(), 25, "no call was refused");
+    }
+
+    #[tokio::test]
+    async fn ensure_record_fixes_ttl_in_place_and_never_overwrites_a_set() {
+        let (mock, _h, client) = account().await;
+        mock.add_zone("example.com");
+        let one = mock.put_record("example.com", "www", "A", "192.0.2.1", 3600);
+        mock.put_record("example.com", "www", "A", "192.0.2.2", 300);
+        // TTL drift on the second member of the set: that record, updated in place.
+        let changes = client
+            .ensure_record("example.com", "www", "A", "192.0.2.1", 300)
+            .await
+            .unwrap();
+        assert!(
+            matches!(changes.as_slice(), [RecordChange::Update { id, from_ttl: 3600, ttl: 300, .. }] if *id == one.to_string())
+        );
+        // A third value joins the set; the two others stay.
+        let changes = client
+            .ensure_record("example.com", "www.example.com.", "A", "192.0.2.3", 300)
+            .await
+            .unwrap();
+        assert!(matches!(changes.as_slice(), [RecordChange::Create { .. }]));
+        let values: Vec<String> = client
+            .records_of("example.com", "www", "A")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r.record, r.ttl))
+            .collect();
+        assert_eq!(values, ["192.0.2.1 300", "192.0.2.2 300", "192.0.2.3 300"]);
+        // Nothing to do: nothing sent.
+        let before = mock.mutations().len();
+        assert!(
+            client
+                .ensure_record("example.com", "www", "A", "192.0.2.2", 300)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(mock.mutations().len(), before);
+    }
+
+    #[tokio::test]
+    async fn acme_challenges_are_added_side_by_side_and_cleared() {
+        let (mock, _h, client) = account().await;
+        mock.add_zone("example.com");
+        mock.put_record("example.com", "_acme-challenge", "TXT", "stale", 60);
+        mock.put_record("example.com", "www", "TXT", "keep me", 300);
+        assert_eq!(
+            client
+                .set_acme_challenge("example.com", "token-apex")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            client
+                .set_acme_challenge("example.com", "token-wildcard")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            client
+                .set_acme_challenge("example.com", "token-apex")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let acme = client
+            .records_of("example.com", "_acme-challenge", "TXT")
+            .await
+            .unwrap();
+        assert_eq!(acme.len(), 3);
+        assert!(acme.iter().all(|r| r.ttl == 60));
+        assert_eq!(client.clear_acme_challenge("example.com").await.unwrap(), 3);
+        let left = client.list_records("example.com").await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].record, "keep me");
+    }
+}

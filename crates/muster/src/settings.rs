@@ -86,6 +86,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "MUSTER_OPERATOR_EMAIL",
     "MUSTER_URL",
     "MUSTER_TOKEN",
+    "MUSTER_SSH_KNOWN_HOSTS",
 ];
 
 /// The `MUSTER_*` variables in `vars` that muster does not know (`_FILE` forms of known ones are
