@@ -11,6 +11,7 @@ mod events;
 mod health;
 mod identity;
 mod integrations;
+mod notify;
 
 use std::str::FromStr;
 use std::sync::Arc;

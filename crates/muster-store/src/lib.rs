@@ -8,6 +8,7 @@ pub mod agents;
 pub mod discovery;
 pub mod group_commit;
 pub mod health;
+pub mod notify;
 pub mod query;
 pub mod sql;
 pub mod stats;
@@ -23,6 +24,7 @@ use muster_domain::{
 pub use agents::{AgentReport, Heartbeat};
 pub use discovery::AssetWrite;
 pub use health::{HealthRecord, HealthUpdate, PruneCounts, Uptime};
+pub use notify::{EventSource, NotificationQuery, NotifyStore};
 pub use query::{AssetQuery, AssetSort, AssetSortField, EventQuery, Page, PageRequest};
 
 /// What can go wrong in storage, in the few kinds callers act on.
@@ -58,7 +60,7 @@ pub struct Session {
 
 /// Everything muster keeps, behind one interface with a SQLite and a PostgreSQL implementation.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: NotifyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`, for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Answers when the database does (a trivial query).
