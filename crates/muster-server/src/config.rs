@@ -38,6 +38,41 @@ pub struct ServerConfig {
     /// to this executable).
     pub agent_binary: Option<PathBuf>,
     pub agents: AgentSettings,
+    /// Email notifications and the deadline checker.
+    pub notify: NotifySettings,
+}
+
+/// Settings of notifications and deadline checks.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// Email over SMTP; off when `None` (no `MUSTER_SMTP_URL`).
+    pub email: Option<EmailSettings>,
+    /// Run the email dispatcher and the deadline checker in `serve` (tests step them).
+    pub workers: bool,
+    /// How often the workers look for new events and due deadlines.
+    pub tick: std::time::Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            email: None,
+            workers: true,
+            tick: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where and as whom email goes out.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// `smtp://user:pass@host:port` (plain; `?tls=required` for STARTTLS, `?tls=opportunistic`)
+    /// or `smtps://user:pass@host:port` (TLS from the first byte).
+    pub smtp_url: SecretString,
+    /// The sender, `muster@example.com` or `muster <muster@example.com>`.
+    pub from: String,
+    /// The operator channel's recipient; no operator channel when `None`.
+    pub operator: Option<String>,
 }
 
 /// Where the key that seals integration credentials comes from. It is never stored in the
@@ -127,6 +162,7 @@ impl Default for ServerConfig {
             public_url: None,
             agent_binary: None,
             agents: AgentSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod recent;
 pub mod request_id;
@@ -61,6 +62,7 @@ use crate::error::ApiError;
         (name = "health", description = "Health checks of assets"),
         (name = "agents", description = "Agents, heartbeats, reports and the dead man's switch"),
         (name = "discovery", description = "Provider integrations and discovery runs"),
+        (name = "notifications", description = "Email preferences, the notification log, deadline checks"),
         (name = "auth", description = "Console sessions"),
         (name = "operations", description = "Health, metrics"),
     )
@@ -101,6 +103,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(api::install::router())
         .merge(api::session::router())
         .merge(api::ops::router())
+        .merge(api::notifications::router())
+        .merge(api::deadlines::router())
+        .merge(api::dependencies::router())
 }
 
 /// The OpenAPI document, generated from the route annotations.
@@ -206,6 +211,12 @@ pub async fn serve(
     }
     if state.config.discovery.scheduler {
         workers.spawn(discovery::scheduler::run_worker(
+            state.clone(),
+            signalled.subscribe(),
+        ));
+    }
+    if state.config.notify.workers {
+        workers.spawn(notify::deadlines::run_worker(
             state.clone(),
             signalled.subscribe(),
         ));

@@ -41,6 +41,8 @@ pub struct Shared {
     pub secrets: Arc<SecretBox>,
     /// Where provider APIs (and other outbound calls) may be reached at.
     pub outbound: Arc<muster_probe::NetworkPolicy>,
+    /// Email notification dispatch, when SMTP is configured.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl AppState {
@@ -86,6 +88,19 @@ impl AppState {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let outbound = Arc::new(outbound);
+        let notifier = match &config.notify.email {
+            Some(email) => {
+                let mailer = crate::notify::mail::SmtpMailer::new(email, outbound.clone())?;
+                Some(Arc::new(crate::notify::Notifier::new(
+                    store.clone(),
+                    clock.clone(),
+                    Arc::new(mailer),
+                    &config,
+                )))
+            }
+            None => None,
+        };
         Ok(Self(Arc::new(Shared {
             clock,
             config: Arc::new(config),
@@ -99,7 +114,8 @@ impl AppState {
             }),
             recent: Arc::new(RecentFacts::default()),
             secrets: Arc::new(secrets),
-            outbound: Arc::new(outbound),
+            outbound,
+            notifier,
             metrics,
             store,
         })))

@@ -961,7 +961,7 @@ async fn revoke_enrollment_token(
 }
 
 /// The agent behind a `msa_` credential in the request.
-async fn agent_caller(state: &AppState, headers: &HeaderMap) -> ApiResult<KnownAgent> {
+pub(crate) async fn agent_caller(state: &AppState, headers: &HeaderMap) -> ApiResult<KnownAgent> {
     let secret = bearer(headers)?;
     if !secret.starts_with(CREDENTIAL_PREFIX) {
         return Err(ApiError::unauthorized("send the agent's credential"));
@@ -970,7 +970,7 @@ async fn agent_caller(state: &AppState, headers: &HeaderMap) -> ApiResult<KnownA
 }
 
 /// An organization named in a payload must be the credential's.
-fn same_organization(body: &Value, org: &str) -> ApiResult<()> {
+pub(crate) fn same_organization(body: &Value, org: &str) -> ApiResult<()> {
     for key in ["customer_id", "organization_id"] {
         if let Some(v) = body.get(key).and_then(Value::as_str)
             && v != org

@@ -2,12 +2,15 @@
 
 pub mod agents;
 pub mod assets;
+pub mod deadlines;
+pub mod dependencies;
 pub mod discovery;
 pub mod events;
 pub mod health;
 pub mod install;
 pub mod integrations;
 pub mod members;
+pub mod notifications;
 pub mod ops;
 pub mod organizations;
 pub mod session;
