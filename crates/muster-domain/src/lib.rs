@@ -13,6 +13,7 @@ pub mod input;
 pub mod integration;
 pub mod label;
 pub mod validation;
+pub mod webhook;
 
 pub use access::{Access, Action, Grant, Permission, Visibility};
 pub use agent::{Agent, AgentStatus, EnrollmentToken};
@@ -26,3 +27,4 @@ pub use integration::{
 };
 pub use label::{LabelSelector, Labels};
 pub use validation::{FieldError, FieldErrors};
+pub use webhook::{Webhook, WebhookSpec};

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod extract;
@@ -204,6 +205,15 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
+    workers.spawn(
+        delivery::Relay::new(state.store.clone(), state.clock.clone(), &state.relay)
+            .run(signalled.subscribe()),
+    );
+    workers.spawn(delivery::run_retention(
+        state.store.clone(),
+        state.clock.clone(),
+        signalled.subscribe(),
+    ));
     if state.config.discovery.scheduler {
         workers.spawn(discovery::scheduler::run_worker(
             state.clone(),

@@ -41,6 +41,8 @@ pub struct Shared {
     pub secrets: Arc<SecretBox>,
     /// Where provider APIs (and other outbound calls) may be reached at.
     pub outbound: Arc<muster_probe::NetworkPolicy>,
+    /// Asks the outbox relay to look at its subscribers again (after a webhook changed).
+    pub relay: crate::delivery::RelayHandle,
 }
 
 impl AppState {
@@ -100,6 +102,7 @@ impl AppState {
             recent: Arc::new(RecentFacts::default()),
             secrets: Arc::new(secrets),
             outbound: Arc::new(outbound),
+            relay: crate::delivery::RelayHandle::default(),
             metrics,
             store,
         })))
