@@ -15,6 +15,7 @@ pub mod integration;
 pub mod label;
 pub mod notify;
 pub mod validation;
+pub mod webhook;
 
 pub use access::{Access, Action, Grant, Permission, Visibility};
 pub use agent::{Agent, AgentStatus, EnrollmentToken};
@@ -30,3 +31,4 @@ pub use integration::{
 pub use label::{LabelSelector, Labels};
 pub use notify::{Channel, Notification, Outcome, Preferences};
 pub use validation::{FieldError, FieldErrors};
+pub use webhook::{Webhook, WebhookSpec};

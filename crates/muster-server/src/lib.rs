@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod extract;
@@ -209,6 +210,18 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
+    let mut relay = delivery::Relay::new(state.store.clone(), state.clock.clone(), &state.relay);
+    if let Some(notifier) = &state.notifier {
+        relay = relay.add(std::sync::Arc::new(notify::EmailSubscriber(
+            notifier.clone(),
+        )));
+    }
+    workers.spawn(relay.run(signalled.subscribe()));
+    workers.spawn(delivery::run_retention(
+        state.store.clone(),
+        state.clock.clone(),
+        signalled.subscribe(),
+    ));
     if state.config.discovery.scheduler {
         workers.spawn(discovery::scheduler::run_worker(
             state.clone(),

@@ -43,6 +43,8 @@ pub struct Shared {
     pub outbound: Arc<muster_probe::NetworkPolicy>,
     /// Email notification dispatch, when SMTP is configured.
     pub notifier: Option<Arc<crate::notify::Notifier>>,
+    /// Asks the outbox relay to look at its subscribers again (after a webhook changed).
+    pub relay: crate::delivery::RelayHandle,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
             secrets: Arc::new(secrets),
             outbound,
             notifier,
+            relay: crate::delivery::RelayHandle::default(),
             metrics,
             store,
         })))

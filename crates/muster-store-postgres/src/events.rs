@@ -43,7 +43,7 @@ pub(crate) async fn append_all(conn: &mut PgConnection, events: &[&Event]) -> Re
     Ok(())
 }
 
-fn from_row(r: &PgRow) -> Result<Event> {
+pub(crate) fn from_row(r: &PgRow) -> Result<Event> {
     let severity: String = r.try_get("severity").map_err(map_err)?;
     let actor_type: String = r.try_get("actor_type").map_err(map_err)?;
     let changes: Option<Json<Value>> = r.try_get("changes").map_err(map_err)?;

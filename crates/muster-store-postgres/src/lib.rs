@@ -7,6 +7,7 @@
 
 mod agents;
 mod assets;
+mod delivery;
 mod events;
 mod health;
 mod identity;
@@ -49,6 +50,10 @@ pub struct PostgresStore {
     asset_inserts: GroupCommit<assets::NewAsset>,
     /// Changed asset rows since the planner's statistics were last refreshed.
     stats: Arc<StatsTrigger>,
+    /// Ticks when a transaction that wrote events commits (any replica's).
+    outbox_signal: muster_store::OutboxSignal,
+    /// The task that listens for those commits; stopped by `close`.
+    listener: tokio::task::AbortHandle,
 }
 
 /// Most asset creates in one transaction.
@@ -62,7 +67,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(map_err)?;
         MIGRATOR
@@ -96,10 +101,14 @@ impl PostgresStore {
             MAX_INSERT_BATCH,
         )
         .map_err(|e| StoreError::Other(format!("cannot start the asset writer: {e}")))?;
+        let outbox_signal = muster_store::OutboxSignal::default();
+        let listener = delivery::listen(options, outbox_signal.clone());
         Ok(Self {
             pool,
             asset_inserts,
             stats,
+            outbox_signal,
+            listener,
         })
     }
 
@@ -240,6 +249,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.listener.abort();
         self.pool.close().await;
     }
 

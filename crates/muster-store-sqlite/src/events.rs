@@ -41,7 +41,7 @@ pub(crate) async fn append_all(conn: &mut SqliteConnection, events: &[&Event]) -
     Ok(())
 }
 
-fn from_row(r: &SqliteRow) -> Result<Event> {
+pub(crate) fn from_row(r: &SqliteRow) -> Result<Event> {
     let severity: String = r.try_get("severity").map_err(map_err)?;
     let actor_type: String = r.try_get("actor_type").map_err(map_err)?;
     let changes: Option<String> = r.try_get("changes").map_err(map_err)?;

@@ -7,6 +7,7 @@
 
 mod agents;
 mod assets;
+mod delivery;
 mod events;
 mod health;
 mod identity;
@@ -52,6 +53,8 @@ pub struct SqliteStore {
     asset_inserts: GroupCommit<assets::NewAsset>,
     /// Changed asset rows since the planner's statistics were last refreshed.
     stats: Arc<StatsTrigger>,
+    /// Ticks after the writer committed events.
+    outbox_signal: muster_store::OutboxSignal,
 }
 
 impl SqliteStore {
@@ -77,10 +80,23 @@ impl SqliteStore {
             .analysis_limit(1000);
         // No ping before each acquire (sqlx's default): a connection to a local file does not go
         // stale, and the ping is one more round trip to the connection's thread per query.
+        let outbox_signal = muster_store::OutboxSignal::default();
+        let written = delivery::EventsWritten::default();
+        let (on_connect, on_release) = (written.clone(), written);
+        let signal = outbox_signal.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                let written = on_connect.clone();
+                Box::pin(async move { written.watch(conn).await })
+            })
+            // Released after the commit: the events are visible to readers by now.
+            .after_release(move |_, _| {
+                on_release.released(&signal);
+                Box::pin(async { Ok(true) })
+            })
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone().optimize_on_close(true, 1000))
             .await
@@ -127,6 +143,7 @@ impl SqliteStore {
             checkpointer,
             asset_inserts,
             stats,
+            outbox_signal,
         })
     }
 

@@ -5,6 +5,7 @@
 //! in one transaction (the transactional outbox), or neither.
 
 pub mod agents;
+pub mod delivery;
 pub mod discovery;
 pub mod group_commit;
 pub mod health;
@@ -22,6 +23,9 @@ use muster_domain::{
 };
 
 pub use agents::{AgentReport, Heartbeat};
+pub use delivery::{
+    DeliveryAttempt, DeliveryOutcome, DeliveryStore, OutboxEntry, OutboxPosition, OutboxSignal,
+};
 pub use discovery::AssetWrite;
 pub use health::{HealthRecord, HealthUpdate, PruneCounts, Uptime};
 pub use notify::{EventSource, NotificationQuery, NotifyStore};
@@ -60,7 +64,7 @@ pub struct Session {
 
 /// Everything muster keeps, behind one interface with a SQLite and a PostgreSQL implementation.
 #[async_trait]
-pub trait Store: NotifyStore + Send + Sync + 'static {
+pub trait Store: DeliveryStore + NotifyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`, for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Answers when the database does (a trivial query).

@@ -193,3 +193,28 @@ impl Notifier {
         self.store.record_notification(&entry, key).await
     }
 }
+
+/// Email as a subscriber of the outbox relay (`delivery::Relay`): every committed event goes
+/// through [`Notifier::deliver`], in outbox order, resumed after a restart from the relay's
+/// saved cursor. A storage error is a failed delivery (the relay retries it); a failed email
+/// is in the notification log and is not retried.
+pub struct EmailSubscriber(pub Arc<Notifier>);
+
+#[async_trait::async_trait]
+impl crate::delivery::Subscriber for EmailSubscriber {
+    fn name(&self) -> &str {
+        "email"
+    }
+
+    async fn deliver(
+        &self,
+        event: &Event,
+        _attempt: u32,
+    ) -> Result<crate::delivery::Receipt, crate::delivery::DeliveryError> {
+        self.0
+            .deliver(event)
+            .await
+            .map(|()| crate::delivery::Receipt::default())
+            .map_err(|e| crate::delivery::DeliveryError::new(format!("email dispatch: {e}")))
+    }
+}

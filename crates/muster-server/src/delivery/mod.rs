@@ -1,0 +1,490 @@
+//! The outbox relay: delivers committed events to every subscriber, at least once, in outbox
+//! order (so in order per object), resuming where it stopped after a crash or restart.
+//!
+//! # Writing a subscriber
+//!
+//! Implement [`Subscriber`] and hand it to [`Relay::add`] (fixed subscribers, like NATS) or
+//! have a [`SubscriberSource`] list it (subscribers that come and go, like webhooks). The
+//! relay then, for each subscriber, in its own task:
+//!
+//! 1. claims the subscriber's cursor (`DeliveryStore::claim_delivery`: a lease, so with several
+//!    replicas one delivers it); a subscriber seen for the first time starts at the newest
+//!    event;
+//! 2. reads the events after the cursor in batches (`DeliveryStore::outbox_after`), skips those
+//!    [`Subscriber::wants`] declines, and calls [`Subscriber::deliver`] for each, one at a
+//!    time, in order;
+//! 3. on an error, retries the same event with exponential backoff (1 s doubling to 5 min,
+//!    with jitter), asking [`Subscriber::on_failure`] after each failure whether to go on; a
+//!    subscriber that answers [`AfterFailure::Stop`] stops, its cursor on the failed event;
+//! 4. after each batch (and at least every second) saves the cursor with the attempts of the
+//!    batch (`DeliveryStore::save_delivery`, for subscribers whose [`Subscriber::log`] is
+//!    true), and renews its lease.
+//!
+//! A crash between a delivery and the save delivers those events again: consumers
+//! de-duplicate on the event id (webhooks send it as `webhook-id`, NATS as `Nats-Msg-Id`).
+//! The relay wakes when the store signals a commit ([`muster_store::OutboxSignal`]) and polls
+//! every [`POLL`] as the safety net.
+
+pub mod nats;
+pub mod webhooks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use muster_domain::Event;
+use muster_store::{DeliveryAttempt, DeliveryOutcome, OutboxPosition, Store};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+
+/// How often the relay looks for events without a signal.
+pub const POLL: Duration = Duration::from_secs(2);
+/// Events read per batch.
+const BATCH: u32 = 200;
+/// The longest a delivered event waits for its cursor to be saved.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How long a claim lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often an idle subscriber renews its claim.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often subscriber sources are asked again.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// A successful delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The receiver's HTTP status, when there is one.
+    pub response_status: Option<u16>,
+}
+
+/// A failed delivery: why, and the receiver's status when it answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    pub message: String,
+    pub response_status: Option<u16>,
+}
+
+impl DeliveryError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            response_status: None,
+        }
+    }
+}
+
+/// What the relay does after a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try the same event again after the backoff.
+    Retry,
+    /// Stop delivering to this subscriber; its cursor stays on the failed event.
+    Stop,
+}
+
+/// Something committed events are delivered to.
+#[async_trait]
+pub trait Subscriber: Send + Sync + 'static {
+    /// Stable and unique: the key of its cursor, claim and delivery log (`webhook:<id>`,
+    /// `nats`).
+    fn name(&self) -> &str;
+
+    /// Whether it receives `event` at all; declined events are passed over without an attempt.
+    fn wants(&self, _event: &Event) -> bool {
+        true
+    }
+
+    /// Hands over one event. Called in outbox order, one event at a time; after an error the
+    /// same event comes again (with `attempt` counting up), and after a crash an event may come
+    /// again that was delivered: receivers de-duplicate on `event.id`.
+    async fn deliver(&self, event: &Event, attempt: u32) -> Result<Receipt, DeliveryError>;
+
+    /// Called after each failure with the number of consecutive failures so far (of this
+    /// event and those before it without a success between).
+    async fn on_failure(
+        &self,
+        _event: &Event,
+        _failures: u32,
+        _error: &DeliveryError,
+    ) -> AfterFailure {
+        AfterFailure::Retry
+    }
+
+    /// Whether its attempts go to the delivery log (`DeliveryStore::list_delivery_attempts`).
+    fn log(&self) -> bool {
+        false
+    }
+}
+
+/// Subscribers that come and go (webhooks): asked again every few seconds and whenever
+/// [`Relay::reconcile_now`] is called. A subscriber whose [`version`](Self::list) changes is
+/// restarted.
+#[async_trait]
+pub trait SubscriberSource: Send + Sync + 'static {
+    /// The current subscribers, each with a version (e.g. its `updated_at`).
+    async fn list(&self) -> Result<Vec<(String, Arc<dyn Subscriber>)>, String>;
+}
+
+/// Backoff before the retry after `failures` consecutive failures: 1 s doubling up to 5 min,
+/// then 50–100 % of that (jitter, so receivers that come back are not hit all at once).
+pub fn backoff(failures: u32, base: Duration) -> Duration {
+    let max = Duration::from_secs(300);
+    let full = base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max);
+    let jitter = 0.5 + rand::random::<f64>() * 0.5;
+    full.mul_f64(jitter)
+}
+
+/// Runs one delivery task per subscriber.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// This replica's name in claims.
+    owner: String,
+    /// The first retry's backoff (1 s; tests shorten it).
+    base_backoff: Duration,
+    fixed: Vec<Arc<dyn Subscriber>>,
+    sources: Vec<Arc<dyn SubscriberSource>>,
+    reconcile: Arc<Notify>,
+}
+
+/// A handle to ask a running relay to look at its sources at once.
+#[derive(Clone, Default)]
+pub struct RelayHandle(Arc<Notify>);
+
+impl RelayHandle {
+    /// Asks the relay to list its sources again now (after a webhook changed).
+    pub fn reconcile_now(&self) {
+        self.0.notify_one();
+    }
+}
+
+impl Relay {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, handle: &RelayHandle) -> Self {
+        Self {
+            store,
+            clock,
+            owner: format!("relay-{}", uuid::Uuid::new_v4()),
+            base_backoff: Duration::from_secs(1),
+            fixed: Vec::new(),
+            sources: Vec::new(),
+            reconcile: handle.0.clone(),
+        }
+    }
+
+    /// Sets the first retry's backoff (tests).
+    pub fn with_backoff(mut self, base: Duration) -> Self {
+        self.base_backoff = base;
+        self
+    }
+
+    /// Adds a subscriber that lives as long as the relay.
+    pub fn add(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
+        self.fixed.push(subscriber);
+        self
+    }
+
+    /// Adds a source of subscribers that come and go.
+    pub fn add_source(mut self, source: Arc<dyn SubscriberSource>) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Delivers until `shutdown` turns true; then stops every task and releases their claims.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let mut running: HashMap<String, (String, JoinHandle<()>)> = HashMap::new();
+        for s in &this.fixed {
+            let name = s.name().to_string();
+            let task = tokio::spawn(this.clone().deliver_to(s.clone(), shutdown.clone()));
+            running.insert(name, (String::new(), task));
+        }
+        let fixed: Vec<String> = this.fixed.iter().map(|s| s.name().to_string()).collect();
+        loop {
+            if !this.sources.is_empty() {
+                this.reconcile_sources(&mut running, &fixed, &shutdown)
+                    .await;
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = this.reconcile.notified() => {}
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+        for (_, (_, task)) in running {
+            let _ = task.await;
+        }
+    }
+
+    async fn reconcile_sources(
+        self: &Arc<Self>,
+        running: &mut HashMap<String, (String, JoinHandle<()>)>,
+        fixed: &[String],
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let mut wanted: HashMap<String, (String, Arc<dyn Subscriber>)> = HashMap::new();
+        for source in &self.sources {
+            match source.list().await {
+                Ok(list) => {
+                    for (version, s) in list {
+                        wanted.insert(s.name().to_string(), (version, s));
+                    }
+                }
+                // Keep what runs when a source cannot be read.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list delivery subscribers");
+                    return;
+                }
+            }
+        }
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(name, (version, task))| {
+                !fixed.contains(name)
+                    && (task.is_finished() || wanted.get(*name).is_none_or(|(v, _)| v != version))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some((_, task)) = running.remove(&name) {
+                task.abort();
+                let _ = task.await;
+                // An aborted task cannot release its claim itself.
+                let _ = self.store.release_delivery(&name, &self.owner).await;
+            }
+        }
+        for (name, (version, s)) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            let task = tokio::spawn(self.clone().deliver_to(s, shutdown.clone()));
+            running.insert(name, (version, task));
+        }
+    }
+
+    /// The delivery task of one subscriber: claims it, delivers, and claims again after a
+    /// lost claim or a storage error (resuming from the saved cursor).
+    async fn deliver_to(
+        self: Arc<Self>,
+        s: Arc<dyn Subscriber>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let name = s.name().to_string();
+        loop {
+            match self.claim(&name).await {
+                Ok(Some(cursor)) => match self.deliver_claimed(&*s, cursor, &mut shutdown).await {
+                    Exit::Shutdown | Exit::Stopped => {
+                        let _ = self.store.release_delivery(&name, &self.owner).await;
+                        return;
+                    }
+                    Exit::Lost => {}
+                },
+                // Another replica holds it.
+                Ok(None) => {}
+                Err(e) => tracing::warn!(subscriber = %name, error = %e, "cannot claim delivery"),
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(LEASE / 3) => {}
+            }
+        }
+    }
+
+    /// Delivers from `cursor` while the claim holds.
+    async fn deliver_claimed(
+        &self,
+        s: &dyn Subscriber,
+        mut cursor: OutboxPosition,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Exit {
+        let name = s.name();
+        let mut signal = self.store.outbox_signal().subscribe();
+        let mut failures = 0u32;
+        let mut progress = Progress::new();
+        loop {
+            signal.borrow_and_update();
+            let batch = match self.store.outbox_after(cursor, BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(subscriber = %name, error = %e, "cannot read the outbox");
+                    return Exit::Lost;
+                }
+            };
+            let full = batch.len() as u32 == BATCH;
+            for entry in &batch {
+                if !s.wants(&entry.event) {
+                    cursor = entry.position;
+                    progress.moved = true;
+                    continue;
+                }
+                let mut attempt = 1;
+                loop {
+                    if *shutdown.borrow() {
+                        self.save(name, cursor, &mut progress).await;
+                        return Exit::Shutdown;
+                    }
+                    let started = Instant::now();
+                    let result = s.deliver(&entry.event, attempt).await;
+                    let (outcome, status, error) = match &result {
+                        Ok(r) => (DeliveryOutcome::Delivered, r.response_status, None),
+                        Err(e) => (
+                            DeliveryOutcome::Failed,
+                            e.response_status,
+                            Some(e.message.clone()),
+                        ),
+                    };
+                    if s.log() {
+                        progress.attempts.push(DeliveryAttempt {
+                            event_id: entry.event.id.clone(),
+                            event_type: entry.event.event_type.clone(),
+                            attempt,
+                            outcome,
+                            response_status: status,
+                            error,
+                            duration_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+                            attempted_at: self.clock.now(),
+                        });
+                    }
+                    let Err(e) = result else {
+                        failures = 0;
+                        cursor = entry.position;
+                        progress.moved = true;
+                        break;
+                    };
+                    failures += 1;
+                    // What was delivered so far, and the failure, are saved now.
+                    if !self.save(name, cursor, &mut progress).await {
+                        return Exit::Lost;
+                    }
+                    if s.on_failure(&entry.event, failures, &e).await == AfterFailure::Stop {
+                        tracing::info!(subscriber = %name, "delivery stopped");
+                        return Exit::Stopped;
+                    }
+                    let wait = backoff(failures, self.base_backoff);
+                    tracing::debug!(subscriber = %name, error = %e, ?wait, "delivery failed");
+                    tokio::select! {
+                        _ = shutdown.wait_for(|s| *s) => return Exit::Shutdown,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    attempt += 1;
+                }
+                if progress.since.elapsed() >= SAVE_EVERY
+                    && !self.save(name, cursor, &mut progress).await
+                {
+                    return Exit::Lost;
+                }
+            }
+            let due = progress.moved
+                || !progress.attempts.is_empty()
+                || progress.since.elapsed() >= RENEW_EVERY;
+            if due && !self.save(name, cursor, &mut progress).await {
+                return Exit::Lost;
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return Exit::Shutdown,
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn claim(&self, name: &str) -> muster_store::Result<Option<OutboxPosition>> {
+        let now = self.clock.now();
+        let start = match self.store.delivery_cursor(name).await? {
+            Some(c) => c,
+            None => self.store.outbox_head().await?,
+        };
+        self.store
+            .claim_delivery(name, &self.owner, start, now, now + lease())
+            .await
+    }
+
+    /// Saves the cursor (when it moved) and the attempts since the last save, renewing the
+    /// claim; false when the claim is lost or cannot be saved (delivery then claims again and
+    /// resumes from the last saved cursor).
+    async fn save(&self, name: &str, cursor: OutboxPosition, progress: &mut Progress) -> bool {
+        let now = self.clock.now();
+        let saved = self
+            .store
+            .save_delivery(
+                name,
+                &self.owner,
+                progress.moved.then_some(cursor),
+                &progress.attempts,
+                now,
+                now + lease(),
+            )
+            .await;
+        match saved {
+            Ok(true) => {
+                *progress = Progress::new();
+                true
+            }
+            Ok(false) => {
+                tracing::info!(subscriber = %name, "delivery claim lost to another replica");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(subscriber = %name, error = %e, "cannot save delivery progress");
+                false
+            }
+        }
+    }
+}
+
+/// Why a claimed delivery loop ended.
+enum Exit {
+    Shutdown,
+    /// The subscriber stopped itself (`AfterFailure::Stop`).
+    Stopped,
+    /// The claim was lost or storage failed: claim again.
+    Lost,
+}
+
+/// What was done since the last save.
+struct Progress {
+    moved: bool,
+    attempts: Vec<DeliveryAttempt>,
+    since: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            moved: false,
+            attempts: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+fn lease() -> chrono::Duration {
+    chrono::Duration::from_std(LEASE).unwrap_or_else(|_| chrono::Duration::seconds(30))
+}
+
+/// Deletes delivery log entries older than [`muster_store::delivery::ATTEMPTS_KEPT_DAYS`], hourly.
+pub async fn run_retention(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let before =
+            clock.now() - chrono::Duration::days(muster_store::delivery::ATTEMPTS_KEPT_DAYS);
+        if let Err(e) = store.prune_delivery_attempts(before).await {
+            tracing::warn!(error = %e, "cannot prune the delivery log");
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

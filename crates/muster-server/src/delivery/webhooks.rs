@@ -1,0 +1,1 @@
+//! Webhook deliveries (Standard Webhooks signing, SSRF-safe client).
