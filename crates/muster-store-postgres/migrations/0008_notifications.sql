@@ -5,7 +5,7 @@ CREATE TABLE notification_preferences (
     organization_id  TEXT PRIMARY KEY REFERENCES organizations (id) ON DELETE CASCADE,
     email            JSONB NOT NULL,
     enabled_events   JSONB NOT NULL,
-    cooldown_hours   INTEGER NOT NULL,
+    cooldown_hours   BIGINT NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL
 );
 
@@ -41,8 +41,8 @@ CREATE TABLE deadlines (
     event_type       TEXT NOT NULL,
     at_time          TEXT,
     time_zone        TEXT,
-    every_hours      INTEGER,
-    grace_minutes    INTEGER,
+    every_hours      BIGINT,
+    grace_minutes    BIGINT,
     enabled          BOOLEAN NOT NULL,
     checked_until    TIMESTAMPTZ,
     created_at       TIMESTAMPTZ NOT NULL,

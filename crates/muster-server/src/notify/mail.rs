@@ -65,6 +65,11 @@ impl SmtpMailer {
             .from
             .parse()
             .map_err(|e| anyhow::anyhow!("MUSTER_SMTP_FROM `{}`: {e}", settings.from))?;
+        if let Some(op) = &settings.operator
+            && !muster_domain::notify::is_email_address(op)
+        {
+            anyhow::bail!("MUSTER_OPERATOR_EMAIL `{op}` is not an email address");
+        }
         Ok(Self {
             transport,
             from,

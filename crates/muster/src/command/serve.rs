@@ -8,7 +8,9 @@ use clap::Args;
 use muster_domain::agent::Liveness;
 use muster_server::bootstrap::{FirstAdmin, ensure_first_admin};
 use muster_server::clock::SystemClock;
-use muster_server::config::{AgentSettings, DiscoverySettings, SecretKeySource};
+use muster_server::config::{
+    AgentSettings, DiscoverySettings, EmailSettings, NotifySettings, SecretKeySource,
+};
 use muster_server::health::scheduler::HealthSettings;
 use muster_server::{AppState, ServerConfig};
 use secrecy::SecretString;
@@ -111,6 +113,17 @@ pub struct ServeArgs {
     /// Days agent reports are kept.
     #[arg(long, env = "MUSTER_AGENT_REPORT_DAYS", default_value_t = 30)]
     pub agent_report_days: i64,
+    /// The SMTP server notifications go through: `smtp://user:pass@host:port` (plain;
+    /// `?tls=required` for STARTTLS) or `smtps://user:pass@host:port` (TLS). Email is off when
+    /// unset. Also read from MUSTER_SMTP_URL_FILE.
+    #[arg(long, env = "MUSTER_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of notification emails.
+    #[arg(long, env = "MUSTER_SMTP_FROM", default_value = "muster@localhost")]
+    pub smtp_from: String,
+    /// The operator channel's recipient (warnings and errors of every organization).
+    #[arg(long, env = "MUSTER_OPERATOR_EMAIL")]
+    pub operator_email: Option<String>,
     /// Days daily health rollups are kept.
     #[arg(long, env = "MUSTER_HEALTH_HISTORY_DAYS", default_value_t = 400)]
     pub health_history_days: i64,
@@ -161,6 +174,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, None) => SecretKeySource::DataDir,
     };
+    let smtp_url = match args.smtp_url {
+        Some(u) => Some(SecretString::from(u)),
+        None => secret_from_file("MUSTER_SMTP_URL")?,
+    };
+    let notify = NotifySettings {
+        email: smtp_url.map(|smtp_url| EmailSettings {
+            smtp_url,
+            from: args.smtp_from,
+            operator: args.operator_email,
+        }),
+        ..NotifySettings::default()
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.storage.data_dir.clone(),
@@ -189,6 +214,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             compat_organization: args.agent_compat_organization,
             liveness: liveness(args.agent_stale_after, args.agent_down_after)?,
         },
+        notify,
         health: HealthSettings {
             scheduler: args.health_scheduler,
             concurrency: args.health_concurrency,

@@ -62,6 +62,10 @@ enum Target {
     Integration(&'static str),
     /// A new integration of organization A.
     FreshIntegration(&'static str),
+    /// The deadline check of organization A.
+    Deadline(&'static str),
+    /// A new deadline check of organization A.
+    FreshDeadline(&'static str),
 }
 
 struct Row {
@@ -86,6 +90,14 @@ struct Fixture {
     integration_a: String,
     /// The base URL of the Hetzner Cloud mock the integrations point at.
     mock_url: String,
+    deadline_a: String,
+}
+
+fn deadline_body(f: &Fixture, _: &str) -> Option<Value> {
+    Some(
+        json!({"organization_id": f.org_a, "event_type": "backup_completed", "at": "05:00",
+                "time_zone": "Europe/Budapest"}),
+    )
 }
 
 fn none(_: &Fixture, _: &str) -> Option<Value> {
@@ -520,6 +532,81 @@ fn rows() -> Vec<Row> {
         },
         Row {
             method: Method::GET,
+            route: "/api/v1/preferences",
+            target: Organization("/api/v1/preferences?organization_id={id}"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/v1/preferences",
+            target: Path("/api/v1/preferences"),
+            body: |f, _| {
+                Some(
+                    json!({"organization_id": f.org_a, "email": "ops@example.com",
+                            "enabled_events": ["node_down"], "cooldown_hours": 1}),
+                )
+            },
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/notifications",
+            target: Path("/api/notifications"),
+            body: none,
+            expect: [200, 200, 200, 200, 200, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/deadlines",
+            target: Path("/api/deadlines"),
+            body: none,
+            expect: [200, 200, 200, 200, 200, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/deadlines",
+            target: Path("/api/deadlines"),
+            body: deadline_body,
+            expect: [201, 403, 201, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/deadlines/{id}",
+            target: Deadline("/api/deadlines/{id}"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::PUT,
+            route: "/api/deadlines/{id}",
+            target: Deadline("/api/deadlines/{id}"),
+            body: deadline_body,
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::DELETE,
+            route: "/api/deadlines/{id}",
+            target: FreshDeadline("/api/deadlines/{id}"),
+            body: none,
+            expect: [204, 403, 403, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/infrastructure/assets/{id}/depends-on",
+            target: Asset("/api/infrastructure/assets/{id}/depends-on"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::PUT,
+            route: "/api/infrastructure/assets/{id}/depends-on",
+            target: Asset("/api/infrastructure/assets/{id}/depends-on"),
+            body: |_, _| Some(json!({"depends_on": null})),
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
             route: "/metrics",
             target: Path("/metrics"),
             body: none,
@@ -604,6 +691,7 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
         enroll_secret: String::new(),
         integration_a: String::new(),
         mock_url: mock_handle.base_url().to_string(),
+        deadline_a: String::new(),
     };
     let mut fixture = fixture;
     let fresh_integration = |name: String| {
@@ -622,6 +710,18 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
         )
         .await;
     fixture.enroll_id = t.id();
+    fixture.deadline_a = app
+        .post(
+            "/api/deadlines",
+            deadline_body(&fixture, "fixture").unwrap(),
+        )
+        .await
+        .id();
+    app.post(
+        "/api/v1/preferences",
+        json!({"organization_id": org_a, "email": "a@example.com", "enabled_events": []}),
+    )
+    .await;
     fixture.enroll_secret = t.body["token"].as_str().unwrap().to_string();
     fixture.agent_id = crate::agents::register(
         &app,
@@ -709,6 +809,13 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
                             "/api/integrations",
                             fresh_integration(format!("fresh {role}")),
                         )
+                        .await;
+                    p.replace("{id}", &r.id())
+                }
+                Target::Deadline(p) => p.replace("{id}", &fixture.deadline_a),
+                Target::FreshDeadline(p) => {
+                    let r = app
+                        .post("/api/deadlines", deadline_body(&fixture, role).unwrap())
                         .await;
                     p.replace("{id}", &r.id())
                 }

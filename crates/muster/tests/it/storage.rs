@@ -4322,3 +4322,4 @@ async fn concurrent_heartbeat_batches_sharing_agents_all_succeed(store: Arc<dyn 
 
 // Discovery's storage: integrations, runs and batched asset writes.
 mod discovery;
+mod notify;
