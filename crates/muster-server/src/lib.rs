@@ -95,6 +95,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(api::users::router())
         .merge(api::tokens::router())
         .merge(api::events::router())
+        .merge(api::webhooks::router())
         .merge(api::health::router())
         .merge(api::agents::router())
         .merge(api::integrations::router())
@@ -205,10 +206,7 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
-    workers.spawn(
-        delivery::Relay::new(state.store.clone(), state.clock.clone(), &state.relay)
-            .run(signalled.subscribe()),
-    );
+    workers.spawn(delivery::relay(&state).run(signalled.subscribe()));
     workers.spawn(delivery::run_retention(
         state.store.clone(),
         state.clock.clone(),

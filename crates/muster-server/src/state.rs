@@ -43,6 +43,8 @@ pub struct Shared {
     pub outbound: Arc<muster_probe::NetworkPolicy>,
     /// Asks the outbox relay to look at its subscribers again (after a webhook changed).
     pub relay: crate::delivery::RelayHandle,
+    /// Sends webhook requests inside the outbound policy.
+    pub webhooks: crate::delivery::webhooks::WebhookSender,
 }
 
 impl AppState {
@@ -88,6 +90,8 @@ impl AppState {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let webhooks =
+            crate::delivery::webhooks::WebhookSender::new(Arc::new(outbound.clone()), clock.clone())?;
         Ok(Self(Arc::new(Shared {
             clock,
             config: Arc::new(config),
@@ -101,6 +105,7 @@ impl AppState {
             }),
             recent: Arc::new(RecentFacts::default()),
             secrets: Arc::new(secrets),
+            webhooks,
             outbound: Arc::new(outbound),
             relay: crate::delivery::RelayHandle::default(),
             metrics,
