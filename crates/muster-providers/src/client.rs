@@ -186,6 +186,13 @@ fn http_client(check: Option<&AddressCheck>) -> reqwest::Result<reqwest::Client>
     builder.build()
 }
 
+/// An HTTP client for outbound calls outside [`ApiClient`] (webhook deliveries): host names
+/// resolve through the address check, redirects are not followed and no proxy is used. A URL
+/// that names an IP address literally is not resolved: check it with `check` before the call.
+pub fn guarded_http_client(check: &AddressCheck) -> reqwest::Result<reqwest::Client> {
+    http_client(Some(check))
+}
+
 /// How often and how long to retry. The defaults are the seed's: 3 retries, 100 ms, 5 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

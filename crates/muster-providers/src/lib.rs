@@ -55,7 +55,7 @@ pub mod mapping;
 pub mod provider;
 
 pub use client::{
-    AddressCheck, ApiClient, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken,
+    AddressCheck, ApiClient, guarded_http_client, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken,
     RateLimitBudget, RateLimitPolicy, RetryPolicy, ThrottleRule,
 };
 pub use cloudns::{CloudnsAuth, CloudnsClient};

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub agents: AgentSettings,
     /// Email notifications and the deadline checker.
     pub notify: NotifySettings,
+    /// Webhooks and NATS.
+    pub delivery: DeliverySettings,
 }
 
 /// Settings of notifications and deadline checks.
@@ -73,6 +75,34 @@ pub struct EmailSettings {
     pub from: String,
     /// The operator channel's recipient; no operator channel when `None`.
     pub operator: Option<String>,
+}
+
+/// How events leave the server.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `MUSTER_NATS_URL`: publish every event to NATS JetStream (unset: no NATS).
+    pub nats_url: Option<String>,
+    /// The JetStream stream, created when missing.
+    pub nats_stream: String,
+    /// Subjects are `<prefix>.<organization id or "global">.<event type>`.
+    pub nats_subject_prefix: String,
+    /// Failed deliveries in a row after which a webhook disables itself.
+    pub webhook_disable_after: u32,
+    /// The backoff before the first retry (doubling up to 5 min).
+    pub retry_base: std::time::Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            nats_stream: "MUSTER_EVENTS".into(),
+            nats_subject_prefix: "muster.events".into(),
+            // With the backoff doubling from 1 s to 5 min: about an hour of failures.
+            webhook_disable_after: 20,
+            retry_base: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 /// Where the key that seals integration credentials comes from. It is never stored in the
@@ -163,6 +193,7 @@ impl Default for ServerConfig {
             agent_binary: None,
             agents: AgentSettings::default(),
             notify: NotifySettings::default(),
+            delivery: DeliverySettings::default(),
         }
     }
 }

@@ -97,6 +97,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(api::users::router())
         .merge(api::tokens::router())
         .merge(api::events::router())
+        .merge(api::webhooks::router())
         .merge(api::health::router())
         .merge(api::agents::router())
         .merge(api::integrations::router())
@@ -210,7 +211,7 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
-    let mut relay = delivery::Relay::new(state.store.clone(), state.clock.clone(), &state.relay);
+    let mut relay = delivery::relay(&state);
     if let Some(notifier) = &state.notifier {
         relay = relay.add(std::sync::Arc::new(notify::EmailSubscriber(
             notifier.clone(),

@@ -45,6 +45,8 @@ pub struct Shared {
     pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// Asks the outbox relay to look at its subscribers again (after a webhook changed).
     pub relay: crate::delivery::RelayHandle,
+    /// Sends webhook requests inside the outbound policy.
+    pub webhooks: crate::delivery::webhooks::WebhookSender,
 }
 
 impl AppState {
@@ -103,6 +105,8 @@ impl AppState {
             }
             None => None,
         };
+        let webhooks =
+            crate::delivery::webhooks::WebhookSender::new(outbound.clone(), clock.clone())?;
         Ok(Self(Arc::new(Shared {
             clock,
             config: Arc::new(config),
@@ -118,6 +122,7 @@ impl AppState {
             secrets: Arc::new(secrets),
             outbound,
             notifier,
+            webhooks,
             relay: crate::delivery::RelayHandle::default(),
             metrics,
             store,

@@ -1,4 +1,5 @@
-//! `GET /api/events`: the audit log and change feed, visible by the same rules as its objects.
+//! `GET /api/events`: the audit log and change feed, visible by the same rules as its objects;
+//! `GET /api/events/stream`: the same events live, as server-sent events.
 
 use axum::Json;
 use axum::extract::State;
@@ -17,7 +18,9 @@ use crate::extract::Query;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_events))
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(stream_events))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -73,4 +76,57 @@ async fn list_events(
         events: result.items,
         meta: ListMeta::new(page, result.total),
     }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Only these event types: comma-separated, each exact or a prefix ending in `*`.
+    types: Option<String>,
+}
+
+/// Stream events
+///
+/// Server-sent events: each committed event the caller may see (the visibility of
+/// `GET /api/events`), as it commits, oldest first. `data` is the event as JSON and `id` its
+/// place in the outbox: a client that reconnects with `Last-Event-ID` (browsers do) resumes
+/// after it, missing nothing. Without it the stream starts at the newest event. A comment
+/// line every 15 s keeps proxies from closing the connection.
+#[utoipa::path(get, path = "/api/events/stream", tag = "events", params(StreamParams),
+    responses((status = 200, content_type = "text/event-stream", description = "A stream of events"),
+        (status = 401, body = super::ErrorBody)))]
+async fn stream_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    Query(p): Query<StreamParams>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{KeepAlive, Sse};
+    let visibility = caller.visibility();
+    let types: Vec<String> = p
+        .types
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::delivery::stream::parse_position);
+    let start = match resume {
+        Some(p) => p,
+        None => state.store.outbox_head().await?,
+    };
+    let events = crate::delivery::stream::follow(state.store.clone(), start, move |e| {
+        visibility.allows(e.organization_id.as_deref())
+            && muster_domain::webhook::type_matches(&types, &e.event_type)
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
 }

@@ -16,6 +16,7 @@ pub mod organizations;
 pub mod session;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use muster_domain::{Actor, Event, Severity};

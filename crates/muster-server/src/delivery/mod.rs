@@ -26,6 +26,7 @@
 //! every [`POLL`] as the safety net.
 
 pub mod nats;
+pub mod stream;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -468,6 +469,25 @@ impl Progress {
 
 fn lease() -> chrono::Duration {
     chrono::Duration::from_std(LEASE).unwrap_or_else(|_| chrono::Duration::seconds(30))
+}
+
+/// The server's relay: every enabled webhook, and NATS JetStream when configured.
+pub fn relay(state: &crate::AppState) -> Relay {
+    let settings = &state.config.delivery;
+    let mut relay = Relay::new(state.store.clone(), state.clock.clone(), &state.relay)
+        .with_backoff(settings.retry_base)
+        .add_source(Arc::new(webhooks::WebhookSource {
+            store: state.store.clone(),
+            secrets: state.secrets.clone(),
+            sender: state.webhooks.clone(),
+            clock: state.clock.clone(),
+            settings: settings.clone(),
+            relay: state.relay.clone(),
+        }));
+    if let Some(url) = &settings.nats_url {
+        relay = relay.add(Arc::new(nats::NatsPublisher::new(url, settings)));
+    }
+    relay
 }
 
 /// Deletes delivery log entries older than [`muster_store::delivery::ATTEMPTS_KEPT_DAYS`], hourly.

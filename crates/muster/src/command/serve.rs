@@ -215,6 +215,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             liveness: liveness(args.agent_stale_after, args.agent_down_after)?,
         },
         notify,
+        delivery: Default::default(),
         health: HealthSettings {
             scheduler: args.health_scheduler,
             concurrency: args.health_concurrency,
