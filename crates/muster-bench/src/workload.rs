@@ -172,8 +172,8 @@ pub fn console_pages(org: &str) -> Vec<(&'static str, ListQuery)> {
             "assets",
             page(
                 "assets-org",
-                "/assets?organization_id=ORG&status=offline&q=web",
-                vec![("organization_id", org), ("status", "offline"), ("q", "web")],
+                "/assets?organization_id=ORG&status=offline",
+                vec![("organization_id", org), ("status", "offline")],
             ),
         ),
     ]

@@ -42,7 +42,7 @@ pub fn latency_chart(runs: &[HealthRecord]) -> String {
         .fold(1.0_f64, f64::max);
     let plot = HEIGHT - TOP - BOTTOM;
     let step = WIDTH / runs.len() as f64;
-    let bar = (step * 0.8).max(1.0);
+    let bar = (step * 0.8).clamp(1.0, 24.0);
     for (i, run) in runs.iter().rev().enumerate() {
         let x = i as f64 * step + (step - bar) / 2.0;
         // A failed run without a time gets a full-height bar, so it stands out.

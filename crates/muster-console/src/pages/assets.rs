@@ -253,8 +253,11 @@ fn number(v: &str) -> Value {
 fn body_of(fields: &Fields) -> (Value, HashMap<String, String>) {
     let mut body = Map::new();
     let mut errors = HashMap::new();
-    for key in ["name", "asset_type", "status"] {
-        body.insert(key.into(), json!(fields.get(key).unwrap_or_default()));
+    body.insert("name".into(), json!(fields.get("name").unwrap_or_default()));
+    for key in ["asset_type", "status"] {
+        if let Some(v) = fields.get(key) {
+            body.insert(key.into(), json!(v));
+        }
     }
     for key in [
         "organization_id",

@@ -59,12 +59,14 @@ async fn attention(
     visibility: &Visibility,
 ) -> Result<Vec<muster_domain::Asset>, PageError> {
     let mut out: Vec<muster_domain::Asset> = Vec::new();
-    let groups: [(&[Health], &[AssetStatus]); 3] = [
-        (&[Health::Failing], &[]),
-        (&[Health::Degraded], &[]),
-        (&[], &[AssetStatus::Offline]),
+    // Each group in its own index's order, newest first: sorted by name, a group of thousands
+    // would be sorted whole for ten rows (32 ms for 9,000 degraded of 100,000 on SQLite).
+    let groups: [(&[Health], &[AssetStatus], &str); 3] = [
+        (&[Health::Failing], &[], "-health"),
+        (&[Health::Degraded], &[], "-health"),
+        (&[], &[AssetStatus::Offline], "-status"),
     ];
-    for (health, status) in groups {
+    for (health, status, order) in groups {
         let left = ATTENTION - out.len() as u32;
         if left == 0 {
             break;
@@ -72,7 +74,7 @@ async fn attention(
         let query = AssetQuery {
             health: health.to_vec(),
             status: status.to_vec(),
-            sort: AssetSort::default(),
+            sort: AssetSort::parse(order).unwrap_or_default(),
             page: PageRequest {
                 page: 1,
                 per_page: left,
