@@ -28,6 +28,8 @@ enum Scenario {
     All,
     Creates,
     List,
+    /// The console's dashboard and filtered asset list pages, on the `list` seed.
+    Console,
 }
 
 /// Load test of a real `muster serve`: asset creates and filtered lists.
@@ -353,7 +355,10 @@ async fn bench(args: Args, database_url: Option<String>) -> anyhow::Result<Repor
         }
     };
 
-    if matches!(args.scenario, Scenario::All | Scenario::List) {
+    if matches!(
+        args.scenario,
+        Scenario::All | Scenario::List | Scenario::Console
+    ) {
         let have = count_assets().await?;
         let need = args.seed_total.saturating_sub(have);
         if need > 0 {
@@ -384,15 +389,43 @@ async fn bench(args: Args, database_url: Option<String>) -> anyhow::Result<Repor
                 report.assets_total, args.seed_total
             ));
         }
-        for q in workload::list_queries(&orgs[0]) {
-            let mut url = assets_url.clone();
-            url.query_pairs_mut().extend_pairs(q.params.iter());
-            // Warm-up, unmeasured; the first answer tells the total and page size.
-            let first = load::get_json(&client, &url)
-                .await
-                .with_context(|| format!("query ({}) {}", q.key, q.label))?;
-            let total = first["meta"]["total"].as_u64().unwrap_or(0);
-            let items = first["assets"].as_array().map_or(0, Vec::len);
+        let queries: Vec<(Option<&str>, workload::ListQuery)> =
+            if args.scenario == Scenario::Console {
+                workload::console_pages(&orgs[0])
+                    .into_iter()
+                    .map(|(path, q)| (Some(path), q))
+                    .collect()
+            } else {
+                workload::list_queries(&orgs[0])
+                    .into_iter()
+                    .map(|q| (None, q))
+                    .collect()
+            };
+        for (page_path, q) in queries {
+            let mut url = match page_path {
+                Some(path) => base.join(path)?,
+                None => assets_url.clone(),
+            };
+            if !q.params.is_empty() {
+                url.query_pairs_mut().extend_pairs(q.params.iter());
+            }
+            // Warm-up, unmeasured; the first API answer tells the total and page size (a
+            // console page is HTML: neither).
+            let (total, items) = if page_path.is_some() {
+                let w = load::gets(&client, &url, 1, 1, deadline).await?;
+                if w.errors > 0 {
+                    bail!("({}) failed: {}", q.key, w.first_error.unwrap_or_default());
+                }
+                (0, 0)
+            } else {
+                let first = load::get_json(&client, &url)
+                    .await
+                    .with_context(|| format!("query ({}) {}", q.key, q.label))?;
+                (
+                    first["meta"]["total"].as_u64().unwrap_or(0),
+                    first["assets"].as_array().map_or(0, Vec::len),
+                )
+            };
             if args.warmup > 1 {
                 let w = load::gets(&client, &url, args.warmup - 1, 1, deadline).await?;
                 if w.errors > 0 {

@@ -145,3 +145,36 @@ mod tests {
         assert!((0.26..0.30).contains(&share), "{share}");
     }
 }
+
+/// The console's pages measured by `--scenario console`: the dashboard and a filtered asset
+/// list page, as a browser asks for them (paths under the server's root).
+pub fn console_pages(org: &str) -> Vec<(&'static str, ListQuery)> {
+    let page = |key: &'static str, label: &str, params: Vec<(&str, &str)>| ListQuery {
+        key,
+        label: label.to_string(),
+        params: params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    vec![
+        ("", page("dashboard", "/", vec![])),
+        ("dashboard/live", page("live", "/dashboard/live", vec![])),
+        (
+            "assets",
+            page(
+                "assets",
+                "/assets?status=online&asset_type=vps",
+                vec![("status", "online"), ("asset_type", "vps")],
+            ),
+        ),
+        (
+            "assets",
+            page(
+                "assets-org",
+                "/assets?organization_id=ORG&status=offline",
+                vec![("organization_id", org), ("status", "offline")],
+            ),
+        ),
+    ]
+}

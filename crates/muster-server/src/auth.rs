@@ -231,7 +231,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Cookie-authenticated writes must come from our own pages: `Sec-Fetch-Site` is `same-origin`
 /// (or `none`, typed by the user), or `Origin` names this host. Bearer tokens are not sent
 /// automatically by browsers and need no such check.
-fn same_origin(parts: &Parts) -> bool {
+pub fn same_origin(parts: &Parts) -> bool {
     if let Some(site) = parts
         .headers
         .get("sec-fetch-site")

@@ -130,7 +130,19 @@ pub fn openapi_json() -> String {
 /// per layer, measured as a tenth of a heartbeat's CPU). Only the metrics layer sits on the
 /// routes, because it needs the matched route pattern.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = api_router().split_for_parts();
+    app_with(state, None)
+}
+
+/// The application with a front end (the web console) merged in beside the API.
+///
+/// The front end's routes sit under the same layers as the API's (request id, log line,
+/// security headers, the authorization guard), so its handlers authorize with [`auth::Caller`]
+/// like any other. This crate does not know the front end: the binary wires it.
+pub fn app_with(state: AppState, frontend: Option<Router<AppState>>) -> Router {
+    let (mut router, doc) = api_router().split_for_parts();
+    if let Some(frontend) = frontend {
+        router = router.merge(frontend);
+    }
     let doc_json = serde_json::to_string(&doc).unwrap_or_default();
     let request_id = HeaderName::from_static("x-request-id");
     let routes = router
@@ -194,11 +206,12 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// Serves `state` (with `frontend`, see [`app_with`]) on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// (for up to 30 s) and closes storage.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    frontend: Option<Router<AppState>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
@@ -235,7 +248,8 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        app_with(state, frontend).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled.send(true);

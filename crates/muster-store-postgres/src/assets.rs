@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use muster_domain::{Asset, AssetDiscovery, AssetSpec, AssetStatus, AssetType, Event, Health};
+use muster_store::AssetCount;
 use muster_store::group_commit::BatchWrite;
 use muster_store::sql::{Dialect, asset_filter};
 use muster_store::stats::StatsTrigger;
@@ -481,6 +482,35 @@ pub(crate) async fn for_discovery(
             .map_err(map_err)?;
         let more: Vec<Asset> = rows.iter().map(from_row).collect::<Result<_>>()?;
         out.extend(more);
+    }
+    Ok(out)
+}
+
+/// Counts by status and health from `asset_counts` (migration 0009, kept by triggers).
+pub(crate) async fn counts(
+    store: &PostgresStore,
+    visibility: &muster_domain::Visibility,
+) -> Result<Vec<AssetCount>> {
+    let (sql, args) = muster_store::sql::asset_counts(Dialect::Postgres, visibility);
+    let rows = bind_args(sqlx::query(&sql), &args)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(map_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let status: String = r.try_get("status").map_err(map_err)?;
+        let health: String = r.try_get("health").map_err(map_err)?;
+        let n: i64 = r.try_get("n").map_err(map_err)?;
+        if n <= 0 {
+            continue;
+        }
+        out.push(AssetCount {
+            status: AssetStatus::parse(&status)
+                .ok_or_else(|| StoreError::Other(format!("bad status `{status}`")))?,
+            health: Health::parse(&health)
+                .ok_or_else(|| StoreError::Other(format!("bad health `{health}`")))?,
+            count: n as u64,
+        });
     }
     Ok(out)
 }

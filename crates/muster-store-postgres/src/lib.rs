@@ -344,6 +344,9 @@ impl Store for PostgresStore {
     async fn list_assets(&self, query: &AssetQuery) -> Result<Page<Asset>> {
         assets::list(self, query).await
     }
+    async fn asset_counts(&self, visibility: &Visibility) -> Result<Vec<muster_store::AssetCount>> {
+        assets::counts(self, visibility).await
+    }
     async fn update_asset(
         &self,
         asset: &Asset,

@@ -29,7 +29,7 @@ pub use delivery::{
 pub use discovery::AssetWrite;
 pub use health::{HealthRecord, HealthUpdate, PruneCounts, Uptime};
 pub use notify::{EventSource, NotificationQuery, NotifyStore};
-pub use query::{AssetQuery, AssetSort, AssetSortField, EventQuery, Page, PageRequest};
+pub use query::{AssetCount, AssetQuery, AssetSort, AssetSortField, EventQuery, Page, PageRequest};
 
 /// What can go wrong in storage, in the few kinds callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,9 @@ pub trait Store: DeliveryStore + NotifyStore + Send + Sync + 'static {
     async fn insert_asset(&self, asset: &Asset, event: &Event) -> Result<()>;
     async fn get_asset(&self, id: &str) -> Result<Asset>;
     async fn list_assets(&self, query: &AssetQuery) -> Result<Page<Asset>>;
+    /// Assets the visibility allows, counted by status and health (only non-zero groups).
+    /// Read from counts kept in step with every asset write, not by grouping the assets.
+    async fn asset_counts(&self, visibility: &Visibility) -> Result<Vec<AssetCount>>;
     /// Writes `asset` (whose `version` is already `expected_version + 1`) if the stored version is
     /// still `expected_version`; else `Stale` (or `NotFound`).
     async fn update_asset(&self, asset: &Asset, expected_version: i64, event: &Event)

@@ -1,7 +1,7 @@
 //! What list queries ask for: filters, sorting and pages.
 
 use chrono::{DateTime, Utc};
-use muster_domain::{AssetStatus, AssetType, Health, LabelSelector, Visibility};
+use muster_domain::{AssetStatus, AssetType, Health, LabelSelector, Severity, Visibility};
 
 /// Largest page a caller may ask for.
 pub const MAX_PER_PAGE: u32 = 500;
@@ -209,6 +209,8 @@ pub struct EventQuery {
     pub object_type: Option<String>,
     pub organization_id: Option<String>,
     pub event_type: Vec<String>,
+    /// Any of these severities (none: all).
+    pub severity: Vec<Severity>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub page: PageRequest,
@@ -222,6 +224,7 @@ impl EventQuery {
             object_type: None,
             organization_id: None,
             event_type: Vec::new(),
+            severity: Vec::new(),
             since: None,
             until: None,
             page: PageRequest::default(),
@@ -300,4 +303,12 @@ mod tests {
         };
         assert_eq!((p.offset(), p.limit()), (100, 50));
     }
+}
+
+/// How many assets share one status and health (within what a caller may see).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetCount {
+    pub status: AssetStatus,
+    pub health: Health,
+    pub count: u64,
 }

@@ -262,6 +262,19 @@ fn label_exists(pk: &str, pv: Option<&str>) -> String {
 }
 
 /// The WHERE clause of an event list (table alias `e`).
+/// The asset counts by status and health the visibility allows, from `asset_counts` (kept by
+/// triggers on `assets`; assets of no organization are counted under '').
+pub fn asset_counts(dialect: Dialect, visibility: &Visibility) -> (String, Vec<Arg>) {
+    let mut f = Filter::new(dialect);
+    f.visible("c.organization_id", visibility);
+    let sql = format!(
+        "SELECT c.status, c.health, CAST(sum(c.n) AS BIGINT) AS n FROM asset_counts c{} \
+         GROUP BY c.status, c.health",
+        f.sql()
+    );
+    (sql, f.args)
+}
+
 pub fn event_filter(dialect: Dialect, q: &EventQuery) -> Filter {
     let mut f = Filter::new(dialect);
     f.visible("e.organization_id", &q.visibility);
@@ -275,6 +288,7 @@ pub fn event_filter(dialect: Dialect, q: &EventQuery) -> Filter {
         f.eq("e.organization_id", v);
     }
     f.any_of("e.type", q.event_type.iter().map(String::as_str));
+    f.any_of("e.severity", q.severity.iter().map(|s| s.as_str()));
     if let Some(t) = q.since {
         let p = f.bind(Arg::Time(t));
         f.push(format!("e.occurred_at >= {p}"));

@@ -80,7 +80,7 @@ fn bad_query(message: String) -> ApiError {
 }
 
 impl AssetListParams {
-    fn into_query(self, caller: &Caller) -> ApiResult<AssetQuery> {
+    pub fn into_query(self, caller: &Caller) -> ApiResult<AssetQuery> {
         let mut labels = Vec::new();
         for l in self.label {
             let (k, v) = l

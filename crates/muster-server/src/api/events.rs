@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use muster_domain::Event;
+use muster_domain::{Event, Severity};
 use muster_store::EventQuery;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -37,6 +37,9 @@ pub struct EventListParams {
     #[serde(default, rename = "type")]
     #[param(rename = "type")]
     event_type: Vec<String>,
+    /// `info`, `warning` or `error`; repeatable.
+    #[serde(default)]
+    severity: Vec<Severity>,
     /// Only events at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Only events before this time (RFC 3339).
@@ -67,6 +70,7 @@ async fn list_events(
         object_type: p.object_type,
         organization_id: p.organization_id,
         event_type: p.event_type,
+        severity: p.severity,
         since: p.since,
         until: p.until,
         page,

@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 const SCRIPT: &str = include_str!("../assets/install.sh");
 
 /// The URL agents should use: the configured public URL, else what the request came to.
-fn base_url(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
     if let Some(url) = &state.config.public_url {
         return Ok(url.trim_end_matches('/').to_string());
     }

@@ -251,6 +251,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, storage = store.backend(), "muster listening");
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("muster listening on http://{addr}");
-    muster_server::serve(listener, state, muster_server::shutdown_signal()).await?;
+    let console = muster_console::router(&state);
+    muster_server::serve(
+        listener,
+        state,
+        Some(console),
+        muster_server::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

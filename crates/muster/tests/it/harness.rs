@@ -91,7 +91,8 @@ impl TestApp {
         )
         .await
         .expect("first admin");
-        let router = muster_server::app(state.clone());
+        // The application as `muster serve` wires it: the API with the console beside it.
+        let router = muster_server::app_with(state.clone(), Some(muster_console::router(&state)));
         let mut app = Self {
             router,
             state,

@@ -5,6 +5,7 @@ mod api;
 mod authz;
 mod blackbox;
 mod cli;
+mod console;
 mod discovery;
 mod harness;
 mod health;
