@@ -9,6 +9,7 @@ mod agents;
 mod assets;
 mod events;
 mod health;
+mod heartbeat_log;
 mod identity;
 mod integrations;
 
@@ -51,6 +52,8 @@ pub struct SqliteStore {
     asset_inserts: GroupCommit<assets::NewAsset>,
     /// Changed asset rows since the planner's statistics were last refreshed.
     stats: Arc<StatsTrigger>,
+    /// Heartbeats not yet folded into `agents`.
+    heartbeat_log: Arc<heartbeat_log::HeartbeatLog>,
 }
 
 impl SqliteStore {
@@ -120,13 +123,16 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self {
+        let store = Self {
             writer,
             reader,
             checkpointer,
             asset_inserts,
             stats,
-        })
+            heartbeat_log: Arc::new(heartbeat_log::HeartbeatLog::new()),
+        };
+        tokio::spawn(heartbeat_log::folds(store.clone()));
+        Ok(store)
     }
 
     async fn begin(&self) -> Result<Transaction<'_, Sqlite>> {
@@ -318,6 +324,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Err(e) = heartbeat_log::fresh(self).await {
+            tracing::warn!(error = %e, "folding the heartbeat log at close failed");
+        }
         self.checkpointer.close().await;
         self.reader.close().await;
         // A last checkpoint folds the WAL into the main file, so the data dir is one clean file.
