@@ -10,6 +10,7 @@ mod assets;
 mod delivery;
 mod events;
 mod health;
+mod heartbeat_log;
 mod identity;
 mod integrations;
 mod notify;
@@ -55,6 +56,8 @@ pub struct SqliteStore {
     stats: Arc<StatsTrigger>,
     /// Ticks after the writer committed events.
     outbox_signal: muster_store::OutboxSignal,
+    /// Heartbeats not yet folded into `agents`.
+    heartbeat_log: Arc<heartbeat_log::HeartbeatLog>,
 }
 
 impl SqliteStore {
@@ -137,14 +140,17 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self {
+        let store = Self {
             writer,
             reader,
             checkpointer,
             asset_inserts,
             stats,
             outbox_signal,
-        })
+            heartbeat_log: Arc::new(heartbeat_log::HeartbeatLog::new()),
+        };
+        tokio::spawn(heartbeat_log::folds(store.clone()));
+        Ok(store)
     }
 
     async fn begin(&self) -> Result<Transaction<'_, Sqlite>> {
@@ -336,6 +342,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Err(e) = heartbeat_log::fresh(self).await {
+            tracing::warn!(error = %e, "folding the heartbeat log at close failed");
+        }
         self.checkpointer.close().await;
         self.reader.close().await;
         // A last checkpoint folds the WAL into the main file, so the data dir is one clean file.

@@ -4,11 +4,13 @@
 //! Writers queue their item and wait. One task takes everything queued (up to a batch size)
 //! and hands it to a [`BatchWrite`], which writes it all in one transaction or nothing. Under
 //! light load a batch is one item and commits at once. Under load, batches grow while the
-//! previous one commits, and, when items arrive faster than one per [`LINGER`], the writer also
-//! waits up to that long for more before it commits (PostgreSQL's `commit_delay`, switched on by
-//! the measured arrival rate instead of a count of siblings): without it a fast writer commits
-//! five-item transactions thousands of times a second, and the fixed cost of each (thread
-//! hand-offs, the commit itself) becomes most of the work. An answer is sent only after its batch
+//! previous one commits, and, when waiting [`LINGER`] is expected to bring more items than the
+//! batch already holds, the writer waits that long before it commits (PostgreSQL's
+//! `commit_delay`, switched on by the measured arrival rate instead of a count of siblings):
+//! without it a fast writer commits five-item transactions thousands of times a second, and the
+//! fixed cost of each (thread hand-offs, the commit itself) becomes most of the work. A batch
+//! that is already larger than a linger would add is committed at once: its size says the writer
+//! is the bottleneck, and waiting would only leave it idle. An answer is sent only after its batch
 //! committed, so an acknowledged write survives a crash right after.
 //!
 //! When a batch of several fails, each item is retried in a transaction of its own, so that one
@@ -71,12 +73,13 @@ impl<T: Send + Sync + 'static> GroupCommit<T> {
         let max = max_batch.max(1);
         let (tx, rx) = mpsc::channel(max * 16);
         let writer: Arc<dyn BatchWrite<T>> = Arc::new(writer);
+        let answers = tokio::runtime::Handle::try_current().ok();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || runtime.block_on(run(writer, rx, max, committed)))?;
+            .spawn(move || runtime.block_on(run(writer, rx, max, committed, answers)))?;
         Ok(Self { tx })
     }
 
@@ -120,9 +123,30 @@ impl Pace {
         self.last = Some(now);
     }
 
-    /// Whether waiting [`LINGER`] is expected to bring at least one more item.
-    fn linger(&self) -> bool {
-        self.rate * LINGER.as_secs_f64() >= 1.0
+    /// Whether waiting [`LINGER`] is expected to bring at least as many items as the batch
+    /// already holds (`taken`), and at least one.
+    fn linger(&self, taken: usize) -> bool {
+        self.rate * LINGER.as_secs_f64() >= taken.max(1) as f64
+    }
+}
+
+/// Tells the writers of a committed batch. From the runtime the writers wait on, when there is
+/// one: woken from this thread, every waiting task would be a wake-up from outside the runtime
+/// (its shared queue, and often a parked worker's futex), a hundred times per batch; one task
+/// spawned there wakes them all from inside, through a worker's own queue.
+fn answer(answers: &Option<tokio::runtime::Handle>, acks: impl Iterator<Item = Ack>) {
+    match answers {
+        Some(runtime) => {
+            let acks: Vec<Ack> = acks.collect();
+            runtime.spawn(async move {
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
+                }
+            });
+        }
+        None => acks.for_each(|ack| {
+            let _ = ack.send(Ok(()));
+        }),
     }
 }
 
@@ -147,6 +171,7 @@ async fn run<T: Send + Sync + 'static>(
     mut rx: mpsc::Receiver<(T, Ack)>,
     max: usize,
     committed: impl Fn(usize),
+    answers: Option<tokio::runtime::Handle>,
 ) {
     let mut items: Vec<T> = Vec::with_capacity(max);
     let mut acks: Vec<Ack> = Vec::with_capacity(max);
@@ -156,7 +181,7 @@ async fn run<T: Send + Sync + 'static>(
         items.push(item);
         acks.push(ack);
         take_queued(&mut rx, &mut items, &mut acks, max);
-        if items.len() < max && pace.linger() {
+        if items.len() < max && pace.linger(items.len()) {
             // Sleep rather than receive: a receiver waiting on the channel is woken (a thread
             // switch) by every item sent; a sleeping one finds them all queued when it wakes.
             tokio::time::sleep_until(first + LINGER).await;
@@ -166,9 +191,7 @@ async fn run<T: Send + Sync + 'static>(
         match writer.write_batch(&items).await {
             Ok(()) => {
                 committed(items.len());
-                acks.drain(..).for_each(|ack| {
-                    let _ = ack.send(Ok(()));
-                });
+                answer(&answers, acks.drain(..));
             }
             Err(e) if items.len() == 1 => {
                 if let Some(ack) = acks.pop() {
@@ -254,24 +277,28 @@ mod tests {
     fn batches_linger_only_while_items_arrive_quickly() {
         let start = Instant::now();
         let mut pace = Pace::new();
-        assert!(!pace.linger(), "nothing measured yet");
+        assert!(!pace.linger(1), "nothing measured yet");
         // One item every 100 ms: committing at once is right.
         for i in 0..20 {
             pace.taken(1, start + Duration::from_millis(100 * i));
         }
-        assert!(!pace.linger(), "{pace:?}");
+        assert!(!pace.linger(1), "{pace:?}");
         // Then 20 items every millisecond (20,000/s): waiting brings more.
         let busy = start + Duration::from_secs(2);
         for i in 0..20 {
             pace.taken(20, busy + Duration::from_millis(i));
         }
-        assert!(pace.linger(), "{pace:?}");
+        assert!(pace.linger(1), "{pace:?}");
+        assert!(pace.linger(10), "{pace:?}");
+        // A batch of 64 already holds more than a millisecond brings: the writer is the
+        // bottleneck, and waiting would leave it idle.
+        assert!(!pace.linger(64), "{pace:?}");
         // Quiet again: a few slow batches end the lingering.
         let quiet = busy + Duration::from_secs(1);
         for i in 0..6 {
             pace.taken(1, quiet + Duration::from_millis(200 * i));
         }
-        assert!(!pace.linger(), "{pace:?}");
+        assert!(!pace.linger(1), "{pace:?}");
     }
 
     #[tokio::test]

@@ -71,6 +71,8 @@ backend_cases! {
         deleting_an_agent_keeps_its_asset_and_deleting_the_asset_unlinks_it,
         a_batch_of_thousands_of_heartbeats_updates_every_agent,
         heartbeats_change_facts_and_address_only_when_given,
+        heartbeats_of_many_batches_read_as_written_in_order,
+        a_registration_after_heartbeats_replaces_them,
         concurrent_heartbeat_batches_sharing_agents_all_succeed,
         set_agent_status_moves_only_from_the_expected_status,
         agent_status_leaves_an_asset_in_maintenance_alone,
@@ -3910,6 +3912,91 @@ async fn a_batch_of_thousands_of_heartbeats_updates_every_agent(store: Arc<dyn S
     }
     assert_eq!(event_total(s).await, before, "heartbeats are not events");
     s.record_heartbeats(&[]).await.expect("an empty batch");
+}
+
+/// Batch after batch, unread in between, leaves what writing each heartbeat in order would:
+/// the last time, status and interval, the last address given, the last facts given.
+async fn heartbeats_of_many_batches_read_as_written_in_order(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let o = add_org(s, "Acme", "acme").await;
+    let a = add_agent(s, agent(&o, "m-1", "web-1"), "cred-batches").await;
+    let t = |secs: i64| micros(a.last_seen_at + TimeDelta::seconds(secs));
+    let with = |secs: i64, ip: Option<&str>, offline: bool, interval: u32| Heartbeat {
+        ip_address: ip.map(str::to_string),
+        going_offline: offline,
+        interval_seconds: interval,
+        ..heartbeat(&a, t(secs))
+    };
+    s.record_heartbeats(&[with(10, Some("10.0.0.7"), false, 20)])
+        .await
+        .unwrap();
+    s.record_heartbeats(&[Heartbeat {
+        facts: Some(json!({"os": "debian 13"})),
+        ..with(20, None, false, 25)
+    }])
+    .await
+    .unwrap();
+    s.record_heartbeats(&[with(30, None, true, 30)])
+        .await
+        .unwrap();
+    let got = s.get_agent(&a.id).await.unwrap();
+    assert_eq!(got.last_seen_at, t(30));
+    assert_eq!(got.status, AgentStatus::Offline);
+    assert_eq!(got.interval_seconds, 30);
+    assert_eq!(
+        got.ip_address.as_deref(),
+        Some("10.0.0.7"),
+        "the last address given"
+    );
+    assert_eq!(got.facts, json!({"os": "debian 13"}));
+
+    // A thousand more, one per batch, and the last one wins; the list agrees with get.
+    for i in 0..1_000 {
+        let ip = format!("10.1.{}.{}", i / 256, i % 256);
+        s.record_heartbeats(&[with(100 + i, Some(&ip), false, 15)])
+            .await
+            .unwrap();
+    }
+    let got = s.get_agent(&a.id).await.unwrap();
+    assert_eq!(got.last_seen_at, t(1_099));
+    assert_eq!(got.status, AgentStatus::Online);
+    assert_eq!(got.ip_address.as_deref(), Some("10.1.3.231"));
+    let listed = s
+        .list_agents(&Visibility::All, page(1, 50))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed, vec![got]);
+}
+
+/// A registration after heartbeats replaces what they said, then and later.
+async fn a_registration_after_heartbeats_replaces_them(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let o = add_org(s, "Acme", "acme").await;
+    let a = add_agent(s, agent(&o, "m-1", "web-1"), "cred-first").await;
+    let t = |secs: i64| micros(a.last_seen_at + TimeDelta::seconds(secs));
+    s.record_heartbeats(&[Heartbeat {
+        ip_address: Some("10.0.0.8".into()),
+        interval_seconds: 15,
+        ..heartbeat(&a, t(10))
+    }])
+    .await
+    .unwrap();
+    let again = Agent {
+        last_seen_at: t(20),
+        interval_seconds: 45,
+        ip_address: Some("10.0.0.9".into()),
+        ..a.clone()
+    };
+    s.save_agent(&again, "cred-second", &[]).await.unwrap();
+    assert_eq!(s.get_agent(&a.id).await.unwrap(), again);
+    // Nothing logged before the registration comes back later.
+    let listed = s
+        .list_agents(&Visibility::All, page(1, 50))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed, vec![again]);
 }
 
 async fn heartbeats_change_facts_and_address_only_when_given(store: Arc<dyn Store>) {
