@@ -10,7 +10,6 @@ mod assets;
 mod delivery;
 mod events;
 mod health;
-mod heartbeat_log;
 mod identity;
 mod integrations;
 mod notify;
@@ -56,8 +55,6 @@ pub struct SqliteStore {
     stats: Arc<StatsTrigger>,
     /// Ticks after the writer committed events.
     outbox_signal: muster_store::OutboxSignal,
-    /// Heartbeats not yet folded into `agents`.
-    heartbeat_log: Arc<heartbeat_log::HeartbeatLog>,
 }
 
 impl SqliteStore {
@@ -140,17 +137,14 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        let store = Self {
+        Ok(Self {
             writer,
             reader,
             checkpointer,
             asset_inserts,
             stats,
             outbox_signal,
-            heartbeat_log: Arc::new(heartbeat_log::HeartbeatLog::new()),
-        };
-        tokio::spawn(heartbeat_log::folds(store.clone()));
-        Ok(store)
+        })
     }
 
     async fn begin(&self) -> Result<Transaction<'_, Sqlite>> {
@@ -342,9 +336,6 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        if let Err(e) = heartbeat_log::fresh(self).await {
-            tracing::warn!(error = %e, "folding the heartbeat log at close failed");
-        }
         self.checkpointer.close().await;
         self.reader.close().await;
         // A last checkpoint folds the WAL into the main file, so the data dir is one clean file.
