@@ -185,6 +185,7 @@ impl Relay {
     }
 
     /// Adds a subscriber that lives as long as the relay.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
         self.fixed.push(subscriber);
         self

@@ -52,9 +52,12 @@ impl SmtpMailer {
             .ok_or_else(|| anyhow::anyhow!("MUSTER_SMTP_URL names no host"))?
             .trim_matches(['[', ']'])
             .to_string();
+        // lettre's defaults: 465 for TLS, 587 for STARTTLS, 25 for plain SMTP.
+        let starttls = parsed.query_pairs().any(|(k, _)| k == "tls");
         let port = parsed.port().unwrap_or(match parsed.scheme() {
             "smtps" => 465,
-            _ => 587,
+            _ if starttls => 587,
+            _ => 25,
         });
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(raw)
             .map_err(|e| anyhow::anyhow!("MUSTER_SMTP_URL: {e}"))?

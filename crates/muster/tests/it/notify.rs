@@ -27,6 +27,7 @@ backend_cases! {
         a_blocked_organization_gets_nothing,
         child_alerts_are_held_while_the_parent_is_down_and_recoveries_go_out,
         preferences_are_validated_and_scoped,
+        an_agent_sets_its_own_organizations_preferences,
         dependencies_are_validated,
         a_missed_deadline_raises_its_event_once_per_period,
         deadlines_are_validated,
@@ -527,6 +528,70 @@ async fn preferences_are_validated_and_scoped(store: Arc<dyn Store>) {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+async fn an_agent_sets_its_own_organizations_preferences(store: Arc<dyn Store>) {
+    let app = TestApp::new(store).await;
+    let org = app.organization("acme").await;
+    let other = app.organization("other").await;
+    let t = app
+        .post(
+            "/api/agents/enrollment-tokens",
+            json!({"organization_id": org, "name": "t"}),
+        )
+        .await;
+    let r = crate::agents::register(
+        &app,
+        t.body["token"].as_str().unwrap(),
+        json!({"hostname": "vm1", "ip_address": "10.0.0.1"}),
+    )
+    .await;
+    let credential = r.body["credential"].as_str().unwrap().to_string();
+    let post = |body: Value| {
+        let app = &app;
+        let credential = credential.clone();
+        async move {
+            app.call(
+                axum::http::Method::POST,
+                "/api/v1/preferences",
+                Some(&credential),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // The hub's controller sync: the organization comes from the credential.
+    let r = post(json!({"email": "it@acme.example", "enabled_events": ["backup_failed"], "cooldown_hours": 12})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["organization_id"], json!(org));
+    let r =
+        post(json!({"customer_id": other, "email": "x@example.com", "enabled_events": []})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let got = app
+        .call(
+            axum::http::Method::GET,
+            "/api/v1/preferences",
+            Some(&credential),
+            None,
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.body["cooldown_hours"], 12);
+    let r = app
+        .call(
+            axum::http::Method::GET,
+            &format!("/api/v1/preferences?organization_id={other}"),
+            Some(&credential),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let e = app
+        .get(&format!(
+            "/api/events?type=notification_preferences.updated&organization_id={org}"
+        ))
+        .await;
+    assert_eq!(e.body["events"][0]["actor"]["type"], "agent");
 }
 
 async fn dependencies_are_validated(store: Arc<dyn Store>) {

@@ -259,7 +259,7 @@ async fn deadlines_insert_get_list_update_delete(s: Arc<dyn Store>) {
         .list_deadlines(&Visibility::Organizations(vec![b.id.clone()]), page(1, 50))
         .await
         .unwrap();
-    assert_eq!(only_b.items, [d2.clone()]);
+    assert_eq!(only_b.items, std::slice::from_ref(&d2));
 
     let mut changed = d2.clone();
     changed.enabled = false;
@@ -272,7 +272,10 @@ async fn deadlines_insert_get_list_update_delete(s: Arc<dyn Store>) {
     .await
     .unwrap();
     assert_eq!(s.get_deadline(&d2.id).await.unwrap(), changed);
-    assert_eq!(s.enabled_deadlines().await.unwrap(), [d1.clone()]);
+    assert_eq!(
+        s.enabled_deadlines().await.unwrap(),
+        std::slice::from_ref(&d1)
+    );
 
     // Unknown references and unknown ids, each without an event.
     let before = event_total(&*s).await;
