@@ -55,8 +55,8 @@ pub mod mapping;
 pub mod provider;
 
 pub use client::{
-    AddressCheck, ApiClient, guarded_http_client, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken,
-    RateLimitBudget, RateLimitPolicy, RetryPolicy, ThrottleRule,
+    AddressCheck, ApiClient, ApiRequest, ApiResponse, Auth, BasicAuth, BearerToken,
+    RateLimitBudget, RateLimitPolicy, RetryPolicy, ThrottleRule, guarded_http_client,
 };
 pub use cloudns::{CloudnsAuth, CloudnsClient};
 pub use discovered::DiscoveredServer;

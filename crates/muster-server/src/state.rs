@@ -90,8 +90,10 @@ impl AppState {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let webhooks =
-            crate::delivery::webhooks::WebhookSender::new(Arc::new(outbound.clone()), clock.clone())?;
+        let webhooks = crate::delivery::webhooks::WebhookSender::new(
+            Arc::new(outbound.clone()),
+            clock.clone(),
+        )?;
         Ok(Self(Arc::new(Shared {
             clock,
             config: Arc::new(config),

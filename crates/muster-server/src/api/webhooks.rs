@@ -158,7 +158,10 @@ async fn list_webhooks(
     Query(p): Query<PageParams>,
 ) -> ApiResult<Json<WebhookList>> {
     let page = page_request(p.page, p.per_page)?;
-    let r = state.store.list_webhooks(&caller.visibility(), page).await?;
+    let r = state
+        .store
+        .list_webhooks(&caller.visibility(), page)
+        .await?;
     Ok(Json(WebhookList {
         webhooks: r.items,
         meta: ListMeta::new(page, r.total),
@@ -210,7 +213,11 @@ async fn create_webhook(
         .await?;
     state.relay.reconcile_now();
     let location = format!("/api/webhooks/{}", webhook.id);
-    let mut r = (StatusCode::CREATED, Json(CreatedWebhook { webhook, secret })).into_response();
+    let mut r = (
+        StatusCode::CREATED,
+        Json(CreatedWebhook { webhook, secret }),
+    )
+        .into_response();
     if let Ok(v) = location.parse() {
         r.headers_mut().insert(header::LOCATION, v);
     }

@@ -89,7 +89,9 @@ impl Subscriber for NatsPublisher {
         let ack = js
             .send_publish(
                 self.subject(event),
-                PublishMessage::build().message_id(&event.id).payload(body.into()),
+                PublishMessage::build()
+                    .message_id(&event.id)
+                    .payload(body.into()),
             )
             .await
             .map_err(|e| DeliveryError::new(format!("publish failed: {e}")))?;

@@ -71,7 +71,8 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     pub fn new(policy: Arc<NetworkPolicy>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let client = muster_providers::guarded_http_client(&crate::discovery::address_check(&policy))?;
+        let client =
+            muster_providers::guarded_http_client(&crate::discovery::address_check(&policy))?;
         Ok(Self {
             client,
             policy,
@@ -82,8 +83,14 @@ impl WebhookSender {
     /// POSTs `event` to `url`, signed with `key`. A refused address fails before any packet:
     /// a literal IP here, a host name's addresses when the client resolves it for the
     /// connection.
-    pub async fn send(&self, url: &str, key: &[u8], event: &Event) -> Result<Receipt, DeliveryError> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| DeliveryError::new(format!("bad URL: {e}")))?;
+    pub async fn send(
+        &self,
+        url: &str,
+        key: &[u8],
+        event: &Event,
+    ) -> Result<Receipt, DeliveryError> {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| DeliveryError::new(format!("bad URL: {e}")))?;
         let literal = parsed
             .host_str()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
@@ -164,14 +171,20 @@ impl Subscriber for WebhookSubscriber {
 
     fn wants(&self, event: &Event) -> bool {
         // A webhook does not hear of its own disabling (it would fail again).
-        self.webhook.wants(event) && !(event.object_id == self.webhook.id && event.event_type == "webhook.disabled")
+        self.webhook.wants(event)
+            && !(event.object_id == self.webhook.id && event.event_type == "webhook.disabled")
     }
 
     async fn deliver(&self, event: &Event, _attempt: u32) -> Result<Receipt, DeliveryError> {
         self.sender.send(&self.webhook.url, &self.key, event).await
     }
 
-    async fn on_failure(&self, _event: &Event, failures: u32, error: &DeliveryError) -> AfterFailure {
+    async fn on_failure(
+        &self,
+        _event: &Event,
+        failures: u32,
+        error: &DeliveryError,
+    ) -> AfterFailure {
         if failures < self.disable_after {
             return AfterFailure::Retry;
         }
@@ -225,7 +238,9 @@ async fn disable(
         actor: Actor::system("webhook-delivery"),
         message: format!("webhook to {} disabled: {reason}", updated.url),
         changes: Some(diff.into()),
-        details: Some(json!({"failures": failures, "last_error": error.message, "last_status": error.response_status})),
+        details: Some(
+            json!({"failures": failures, "last_error": error.message, "last_status": error.response_status}),
+        ),
     };
     store.update_webhook(&updated, None, &event).await
 }
@@ -245,7 +260,8 @@ impl WebhookSource {
     pub async fn key(store: &dyn Store, secrets: &SecretBox, id: &str) -> Result<Vec<u8>, String> {
         let sealed = store.webhook_secret(id).await.map_err(|e| e.to_string())?;
         let secret = secrets.open(&sealed).map_err(|e| e.to_string())?;
-        let secret = String::from_utf8(secret).map_err(|_| "the stored secret is not text".to_string())?;
+        let secret =
+            String::from_utf8(secret).map_err(|_| "the stored secret is not text".to_string())?;
         muster_domain::webhook::secret_key(&secret).map_err(str::to_string)
     }
 }
@@ -253,7 +269,11 @@ impl WebhookSource {
 #[async_trait]
 impl SubscriberSource for WebhookSource {
     async fn list(&self) -> Result<Vec<(String, Arc<dyn Subscriber>)>, String> {
-        let webhooks = self.store.enabled_webhooks().await.map_err(|e| e.to_string())?;
+        let webhooks = self
+            .store
+            .enabled_webhooks()
+            .await
+            .map_err(|e| e.to_string())?;
         let mut out: Vec<(String, Arc<dyn Subscriber>)> = Vec::with_capacity(webhooks.len());
         for webhook in webhooks {
             let key = match Self::key(&*self.store, &self.secrets, &webhook.id).await {
@@ -289,7 +309,8 @@ mod tests {
     #[test]
     fn signature_matches_the_standard_webhooks_example() {
         // The example of the Standard Webhooks specification.
-        let key = muster_domain::webhook::secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let key =
+            muster_domain::webhook::secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
         assert_eq!(
             sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),

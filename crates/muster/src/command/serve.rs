@@ -8,7 +8,7 @@ use clap::Args;
 use muster_domain::agent::Liveness;
 use muster_server::bootstrap::{FirstAdmin, ensure_first_admin};
 use muster_server::clock::SystemClock;
-use muster_server::config::{AgentSettings, DiscoverySettings, SecretKeySource};
+use muster_server::config::{AgentSettings, DeliverySettings, DiscoverySettings, SecretKeySource};
 use muster_server::health::scheduler::HealthSettings;
 use muster_server::{AppState, ServerConfig};
 use secrecy::SecretString;
@@ -66,6 +66,25 @@ pub struct ServeArgs {
     /// Run scheduled health checks (`false` to only check on request).
     #[arg(long, env = "MUSTER_HEALTH_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub health_scheduler: bool,
+    /// Publish every event to NATS JetStream at this URL (`nats://host:4222`).
+    #[arg(long, env = "MUSTER_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream events go to (created when missing).
+    #[arg(long, env = "MUSTER_NATS_STREAM", default_value = "MUSTER_EVENTS")]
+    pub nats_stream: String,
+    /// Subjects are `<prefix>.<organization id or global>.<event type>`.
+    #[arg(
+        long,
+        env = "MUSTER_NATS_SUBJECT_PREFIX",
+        default_value = "muster.events"
+    )]
+    pub nats_subject_prefix: String,
+    /// Failed deliveries in a row after which a webhook disables itself.
+    #[arg(long, env = "MUSTER_WEBHOOK_DISABLE_AFTER", default_value_t = 20)]
+    pub webhook_disable_after: u32,
+    /// The backoff before a delivery's first retry, in milliseconds (doubling up to 5 min).
+    #[arg(long, env = "MUSTER_DELIVERY_RETRY_MS", default_value_t = 1000)]
+    pub delivery_retry_ms: u64,
     /// Asset health checks running at once.
     #[arg(long, env = "MUSTER_HEALTH_CONCURRENCY", default_value_t = 512)]
     pub health_concurrency: usize,
@@ -188,6 +207,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             compat_networks: args.agent_compat_networks,
             compat_organization: args.agent_compat_organization,
             liveness: liveness(args.agent_stale_after, args.agent_down_after)?,
+        },
+        delivery: DeliverySettings {
+            nats_url: args.nats_url,
+            nats_stream: args.nats_stream,
+            nats_subject_prefix: args.nats_subject_prefix,
+            webhook_disable_after: args.webhook_disable_after.max(1),
+            retry_base: std::time::Duration::from_millis(args.delivery_retry_ms.max(1)),
         },
         health: HealthSettings {
             scheduler: args.health_scheduler,

@@ -4321,4 +4321,5 @@ async fn concurrent_heartbeat_batches_sharing_agents_all_succeed(store: Arc<dyn 
 }
 
 // Discovery's storage: integrations, runs and batched asset writes.
+mod delivery;
 mod discovery;
