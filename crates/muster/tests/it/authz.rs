@@ -779,9 +779,10 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
                     p.replace("{id}", &r.id())
                 }
                 Target::Webhook(p) => p.replace("{id}", &fixture.webhook_a),
-                Target::FreshWebhook(p) => {
-                    p.replace("{id}", &app.post("/api/webhooks", fresh_webhook()).await.id())
-                }
+                Target::FreshWebhook(p) => p.replace(
+                    "{id}",
+                    &app.post("/api/webhooks", fresh_webhook()).await.id(),
+                ),
                 Target::Stream(p) => p.to_string(),
                 Target::FreshAdminToken(p) => {
                     let r = app

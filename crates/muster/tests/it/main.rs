@@ -6,6 +6,7 @@ mod authz;
 mod blackbox;
 mod cli;
 mod discovery;
+mod events_out;
 mod harness;
 mod health;
 mod openapi;
