@@ -275,8 +275,8 @@ impl DeliveryStore for PostgresStore {
              LIMIT $2 OFFSET $3",
         )
         .bind(subscriber)
-        .bind(i64::from(page.limit()))
-        .bind(page.offset() as i64)
+        .bind(page.limit())
+        .bind(page.offset())
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;

@@ -246,8 +246,8 @@ impl DeliveryStore for SqliteStore {
              LIMIT ? OFFSET ?",
         )
         .bind(subscriber)
-        .bind(i64::from(page.limit()))
-        .bind(page.offset() as i64)
+        .bind(page.limit())
+        .bind(page.offset())
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;

@@ -3,7 +3,7 @@
 //!
 //! # Writing a subscriber
 //!
-//! Implement [`Subscriber`] and hand it to [`Relay::add`] (fixed subscribers, like NATS) or
+//! Implement [`Subscriber`] and hand it to [`Relay::subscriber`] (fixed subscribers, like NATS) or
 //! have a [`SubscriberSource`] list it (subscribers that come and go, like webhooks). The
 //! relay then, for each subscriber, in its own task:
 //!
@@ -185,7 +185,7 @@ impl Relay {
     }
 
     /// Adds a subscriber that lives as long as the relay.
-    pub fn add(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
+    pub fn subscriber(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
         self.fixed.push(subscriber);
         self
     }
@@ -485,7 +485,7 @@ pub fn relay(state: &crate::AppState) -> Relay {
             relay: state.relay.clone(),
         }));
     if let Some(url) = &settings.nats_url {
-        relay = relay.add(Arc::new(nats::NatsPublisher::new(url, settings)));
+        relay = relay.subscriber(Arc::new(nats::NatsPublisher::new(url, settings)));
     }
     relay
 }
