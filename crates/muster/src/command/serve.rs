@@ -214,6 +214,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             nats_subject_prefix: args.nats_subject_prefix,
             webhook_disable_after: args.webhook_disable_after.max(1),
             retry_base: std::time::Duration::from_millis(args.delivery_retry_ms.max(1)),
+            instance_id: instance_id(&args.storage.data_dir),
         },
         health: HealthSettings {
             scheduler: args.health_scheduler,
@@ -252,4 +253,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("muster listening on http://{addr}");
     muster_server::serve(listener, state, muster_server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// This instance's stable name (`<data-dir>/instance.id`, created on first start), so that a
+/// restart resumes its deliveries at once; `None` (a random name) when the file cannot be kept.
+fn instance_id(data_dir: &std::path::Path) -> Option<String> {
+    let path = data_dir.join("instance.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Some(id.to_string());
+        }
+    }
+    let id = muster_server::api::new_id();
+    std::fs::create_dir_all(data_dir).ok()?;
+    std::fs::write(&path, &id).ok()?;
+    Some(id)
 }
