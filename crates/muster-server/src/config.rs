@@ -90,6 +90,10 @@ pub struct DeliverySettings {
     pub webhook_disable_after: u32,
     /// The backoff before the first retry (doubling up to 5 min).
     pub retry_base: std::time::Duration,
+    /// This instance's name in delivery claims, stable across restarts (the binary keeps it in
+    /// `<data-dir>/instance.id`), so a restarted server resumes its deliveries at once instead
+    /// of waiting out its previous life's lease. `None`: a random one.
+    pub instance_id: Option<String>,
 }
 
 impl Default for DeliverySettings {
@@ -101,6 +105,7 @@ impl Default for DeliverySettings {
             // With the backoff doubling from 1 s to 5 min: about an hour of failures.
             webhook_disable_after: 20,
             retry_base: std::time::Duration::from_secs(1),
+            instance_id: None,
         }
     }
 }

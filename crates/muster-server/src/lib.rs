@@ -226,7 +226,7 @@ pub async fn serve(
     }
     let mut relay = delivery::relay(&state);
     if let Some(notifier) = &state.notifier {
-        relay = relay.add(std::sync::Arc::new(notify::EmailSubscriber(
+        relay = relay.subscriber(std::sync::Arc::new(notify::EmailSubscriber(
             notifier.clone(),
         )));
     }

@@ -3,7 +3,7 @@
 //!
 //! # Writing a subscriber
 //!
-//! Implement [`Subscriber`] and hand it to [`Relay::add`] (fixed subscribers, like NATS) or
+//! Implement [`Subscriber`] and hand it to [`Relay::subscriber`] (fixed subscribers, like NATS) or
 //! have a [`SubscriberSource`] list it (subscribers that come and go, like webhooks). The
 //! relay then, for each subscriber, in its own task:
 //!
@@ -178,6 +178,12 @@ impl Relay {
         }
     }
 
+    /// Sets this instance's name in claims (stable across restarts).
+    pub fn with_owner(mut self, owner: &str) -> Self {
+        self.owner = format!("relay-{owner}");
+        self
+    }
+
     /// Sets the first retry's backoff (tests).
     pub fn with_backoff(mut self, base: Duration) -> Self {
         self.base_backoff = base;
@@ -185,8 +191,7 @@ impl Relay {
     }
 
     /// Adds a subscriber that lives as long as the relay.
-    #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
+    pub fn subscriber(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
         self.fixed.push(subscriber);
         self
     }
@@ -476,17 +481,20 @@ fn lease() -> chrono::Duration {
 pub fn relay(state: &crate::AppState) -> Relay {
     let settings = &state.config.delivery;
     let mut relay = Relay::new(state.store.clone(), state.clock.clone(), &state.relay)
-        .with_backoff(settings.retry_base)
-        .add_source(Arc::new(webhooks::WebhookSource {
-            store: state.store.clone(),
-            secrets: state.secrets.clone(),
-            sender: state.webhooks.clone(),
-            clock: state.clock.clone(),
-            settings: settings.clone(),
-            relay: state.relay.clone(),
-        }));
+        .with_backoff(settings.retry_base);
+    if let Some(id) = &settings.instance_id {
+        relay = relay.with_owner(id);
+    }
+    relay = relay.add_source(Arc::new(webhooks::WebhookSource {
+        store: state.store.clone(),
+        secrets: state.secrets.clone(),
+        sender: state.webhooks.clone(),
+        clock: state.clock.clone(),
+        settings: settings.clone(),
+        relay: state.relay.clone(),
+    }));
     if let Some(url) = &settings.nats_url {
-        relay = relay.add(Arc::new(nats::NatsPublisher::new(url, settings)));
+        relay = relay.subscriber(Arc::new(nats::NatsPublisher::new(url, settings)));
     }
     relay
 }

@@ -9,7 +9,8 @@ use muster_domain::agent::Liveness;
 use muster_server::bootstrap::{FirstAdmin, ensure_first_admin};
 use muster_server::clock::SystemClock;
 use muster_server::config::{
-    AgentSettings, DiscoverySettings, EmailSettings, NotifySettings, SecretKeySource,
+    AgentSettings, DeliverySettings, DiscoverySettings, EmailSettings, NotifySettings,
+    SecretKeySource,
 };
 use muster_server::health::scheduler::HealthSettings;
 use muster_server::{AppState, ServerConfig};
@@ -68,6 +69,25 @@ pub struct ServeArgs {
     /// Run scheduled health checks (`false` to only check on request).
     #[arg(long, env = "MUSTER_HEALTH_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub health_scheduler: bool,
+    /// Publish every event to NATS JetStream at this URL (`nats://host:4222`).
+    #[arg(long, env = "MUSTER_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream events go to (created when missing).
+    #[arg(long, env = "MUSTER_NATS_STREAM", default_value = "MUSTER_EVENTS")]
+    pub nats_stream: String,
+    /// Subjects are `<prefix>.<organization id or global>.<event type>`.
+    #[arg(
+        long,
+        env = "MUSTER_NATS_SUBJECT_PREFIX",
+        default_value = "muster.events"
+    )]
+    pub nats_subject_prefix: String,
+    /// Failed deliveries in a row after which a webhook disables itself.
+    #[arg(long, env = "MUSTER_WEBHOOK_DISABLE_AFTER", default_value_t = 20)]
+    pub webhook_disable_after: u32,
+    /// The backoff before a delivery's first retry, in milliseconds (doubling up to 5 min).
+    #[arg(long, env = "MUSTER_DELIVERY_RETRY_MS", default_value_t = 1000)]
+    pub delivery_retry_ms: u64,
     /// Asset health checks running at once.
     #[arg(long, env = "MUSTER_HEALTH_CONCURRENCY", default_value_t = 512)]
     pub health_concurrency: usize,
@@ -215,7 +235,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             liveness: liveness(args.agent_stale_after, args.agent_down_after)?,
         },
         notify,
-        delivery: Default::default(),
+        delivery: DeliverySettings {
+            nats_url: args.nats_url,
+            nats_stream: args.nats_stream,
+            nats_subject_prefix: args.nats_subject_prefix,
+            webhook_disable_after: args.webhook_disable_after.max(1),
+            retry_base: std::time::Duration::from_millis(args.delivery_retry_ms.max(1)),
+            instance_id: instance_id(&args.storage.data_dir),
+        },
         health: HealthSettings {
             scheduler: args.health_scheduler,
             concurrency: args.health_concurrency,
@@ -260,4 +287,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// This instance's stable name (`<data-dir>/instance.id`, created on first start), so that a
+/// restart resumes its deliveries at once; `None` (a random name) when the file cannot be kept.
+fn instance_id(data_dir: &std::path::Path) -> Option<String> {
+    let path = data_dir.join("instance.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Some(id.to_string());
+        }
+    }
+    let id = muster_server::api::new_id();
+    std::fs::create_dir_all(data_dir).ok()?;
+    std::fs::write(&path, &id).ok()?;
+    Some(id)
 }

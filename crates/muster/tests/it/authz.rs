@@ -66,6 +66,12 @@ enum Target {
     Deadline(&'static str),
     /// A new deadline check of organization A.
     FreshDeadline(&'static str),
+    /// The webhook of organization A (to a closed loopback port).
+    Webhook(&'static str),
+    /// A new webhook of organization A.
+    FreshWebhook(&'static str),
+    /// A streaming answer: only its status is read.
+    Stream(&'static str),
 }
 
 struct Row {
@@ -88,6 +94,7 @@ struct Fixture {
     enroll_id: String,
     enroll_secret: String,
     integration_a: String,
+    webhook_a: String,
     /// The base URL of the Hetzner Cloud mock the integrations point at.
     mock_url: String,
     deadline_a: String,
@@ -296,6 +303,62 @@ fn rows() -> Vec<Row> {
             target: Path("/downloads/muster-agent"),
             body: none,
             expect: [404, 404, 404, 404, 404, 404, 404],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/webhooks",
+            target: Path("/api/webhooks"),
+            body: none,
+            expect: [200, 200, 200, 200, 200, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/webhooks",
+            target: Path("/api/webhooks"),
+            body: |f, _| Some(json!({"organization_id": f.org_a, "url": "http://127.0.0.1:9/new"})),
+            expect: [201, 403, 201, 403, 403, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/webhooks/{id}",
+            target: Webhook("/api/webhooks/{id}"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::PUT,
+            route: "/api/webhooks/{id}",
+            target: Webhook("/api/webhooks/{id}"),
+            body: |_, role| Some(json!({"url": format!("http://127.0.0.1:9/{role}")})),
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::DELETE,
+            route: "/api/webhooks/{id}",
+            target: FreshWebhook("/api/webhooks/{id}"),
+            body: none,
+            expect: [204, 403, 204, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/webhooks/{id}/deliveries",
+            target: Webhook("/api/webhooks/{id}/deliveries"),
+            body: none,
+            expect: [200, 200, 200, 200, 404, 401, 401],
+        },
+        Row {
+            method: Method::POST,
+            route: "/api/webhooks/{id}/test",
+            target: Webhook("/api/webhooks/{id}/test"),
+            body: none,
+            expect: [200, 403, 200, 403, 404, 401, 401],
+        },
+        Row {
+            method: Method::GET,
+            route: "/api/events/stream",
+            target: Stream("/api/events/stream"),
+            body: none,
+            expect: [200, 200, 200, 200, 200, 401, 401],
         },
         Row {
             method: Method::GET,
@@ -690,6 +753,7 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
         enroll_id: String::new(),
         enroll_secret: String::new(),
         integration_a: String::new(),
+        webhook_a: String::new(),
         mock_url: mock_handle.base_url().to_string(),
         deadline_a: String::new(),
     };
@@ -703,6 +767,8 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
         .post("/api/integrations", fresh_integration("fixture".into()))
         .await
         .id();
+    let fresh_webhook = || json!({"organization_id": org_a, "url": "http://127.0.0.1:9/hook"});
+    fixture.webhook_a = app.post("/api/webhooks", fresh_webhook()).await.id();
     let t = app
         .post(
             "/api/agents/enrollment-tokens",
@@ -819,6 +885,12 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
                         .await;
                     p.replace("{id}", &r.id())
                 }
+                Target::Webhook(p) => p.replace("{id}", &fixture.webhook_a),
+                Target::FreshWebhook(p) => p.replace(
+                    "{id}",
+                    &app.post("/api/webhooks", fresh_webhook()).await.id(),
+                ),
+                Target::Stream(p) => p.to_string(),
                 Target::FreshAdminToken(p) => {
                     let r = app
                         .post("/api/tokens", json!({"name": format!("fresh {role}")}))
@@ -826,14 +898,18 @@ async fn authorization_matrix(store: Arc<dyn Store>) {
                     p.replace("{id}", &r.id())
                 }
             };
-            let reply = app
-                .call(
+            let reply = if matches!(row.target, Target::Stream(_)) {
+                app.status_only(row.method.clone(), &path, tokens[i].as_deref())
+                    .await
+            } else {
+                app.call(
                     row.method.clone(),
                     &path,
                     tokens[i].as_deref(),
                     (row.body)(&fixture, role),
                 )
-                .await;
+                .await
+            };
             n += 1;
             if reply.status.as_u16() != row.expect[i] {
                 failures.push(format!(

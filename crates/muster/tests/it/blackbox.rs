@@ -517,3 +517,106 @@ async fn agent_against_a_real_server() {
     assert_eq!(events["meta"]["total"], 0);
     assert!(terminate(server).success());
 }
+
+/// Webhook delivery resumes after `kill -9` of the server mid-delivery: the receiver gets
+/// every event, in order, with duplicates only of ids it already had (at least once).
+#[tokio::test]
+async fn webhook_delivery_survives_kill_9() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = received.clone();
+    // A slow receiver, so that the kill lands while deliveries are under way.
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let id = headers["webhook-id"].to_str().unwrap().to_string();
+            seen.lock().unwrap().push(id);
+            axum::http::StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let token = create_token(dir.path());
+    let http = reqwest::Client::new();
+    let w = http
+        .post(format!("{}/api/webhooks", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"url": receiver, "event_types": ["organization.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.status(), 201, "{}", w.text().await.unwrap());
+    const N: usize = 80;
+    for i in 0..N {
+        let r = http
+            .post(format!("{}/api/organizations", server.url))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("Org {i}"), "slug": format!("org-{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Kill it once some, not all, were delivered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while received.lock().unwrap().len() < 10 {
+        assert!(std::time::Instant::now() < deadline, "no deliveries");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let before_restart = received.lock().unwrap().len();
+    assert!(before_restart < N, "the kill came after every delivery");
+
+    let server = start(dir.path());
+    let events: Value = http
+        .get(format!(
+            "{}/api/events?type=organization.created&per_page=500",
+            server.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    expected.reverse(); // oldest first
+    assert_eq!(expected.len(), N);
+    // The restarted server resumes at once (its claim carries the same instance id); 90 s
+    // also covers waiting out a lease.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = received.lock().unwrap().clone();
+        let mut firsts: Vec<String> = Vec::new();
+        for id in &got {
+            assert!(expected.contains(id), "an unknown id {id}");
+            if !firsts.contains(id) {
+                firsts.push(id.clone());
+            }
+        }
+        if firsts.len() == N {
+            assert_eq!(firsts, expected, "every event, in order");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {N} delivered after the restart",
+            firsts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(terminate(server).success());
+}

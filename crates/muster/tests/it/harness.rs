@@ -168,6 +168,21 @@ impl TestApp {
         }
     }
 
+    /// The status of a request whose answer may never end (a stream): the body is not read.
+    pub async fn status_only(&self, method: Method, path: &str, token: Option<&str>) -> Reply {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = b.body(Body::empty()).expect("request");
+        let response = self.router.clone().oneshot(req).await.expect("infallible");
+        Reply {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: Value::Null,
+        }
+    }
+
     /// A request with an optional bearer token and JSON body.
     pub async fn call(
         &self,

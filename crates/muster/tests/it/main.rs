@@ -7,6 +7,7 @@ mod blackbox;
 mod cli;
 mod console;
 mod discovery;
+mod events_out;
 mod harness;
 mod health;
 mod notify;

@@ -141,7 +141,7 @@ async fn an_event_becomes_an_email_through_the_relay_with_subject_body_link_and_
     let handle = muster_server::delivery::RelayHandle::default();
     let relay =
         muster_server::delivery::Relay::new(store.clone(), app.state.clock.clone(), &handle)
-            .add(Arc::new(EmailSubscriber(notifier(&app))));
+            .subscriber(Arc::new(EmailSubscriber(notifier(&app))));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(relay.run(stopped));
     // A subscriber seen for the first time starts at the newest event: wait for its cursor.

@@ -4409,5 +4409,6 @@ async fn concurrent_heartbeat_batches_sharing_agents_all_succeed(store: Arc<dyn 
 
 // Discovery's storage: integrations, runs and batched asset writes.
 mod counts;
+mod delivery;
 mod discovery;
 mod notify;
