@@ -28,9 +28,10 @@ pub struct ApiReply {
 impl ApiReply {
     /// The error's message (or a generic one).
     pub fn message(&self) -> String {
-        self.body["error"]["message"]
-            .as_str()
-            .map_or_else(|| format!("the request failed ({})", self.status), str::to_string)
+        self.body["error"]["message"].as_str().map_or_else(
+            || format!("the request failed ({})", self.status),
+            str::to_string,
+        )
     }
 
     /// A 422's messages by field name.

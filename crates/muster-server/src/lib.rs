@@ -223,7 +223,8 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
-    let app = app_with(state, frontend).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        app_with(state, frontend).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled.send(true);

@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use muster_domain::{Asset, AssetDiscovery, AssetSpec, AssetStatus, AssetType, Event, Health};
+use muster_store::AssetCount;
 use muster_store::group_commit::BatchWrite;
 use muster_store::sql::{Dialect, asset_filter};
-use muster_store::AssetCount;
 use muster_store::stats::StatsTrigger;
 use muster_store::{AssetQuery, AssetWrite, Page, Result, StoreError};
 use std::sync::Arc;

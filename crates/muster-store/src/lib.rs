@@ -23,9 +23,7 @@ use muster_domain::{
 pub use agents::{AgentReport, Heartbeat};
 pub use discovery::AssetWrite;
 pub use health::{HealthRecord, HealthUpdate, PruneCounts, Uptime};
-pub use query::{
-    AssetCount, AssetQuery, AssetSort, AssetSortField, EventQuery, Page, PageRequest,
-};
+pub use query::{AssetCount, AssetQuery, AssetSort, AssetSortField, EventQuery, Page, PageRequest};
 
 /// What can go wrong in storage, in the few kinds callers act on.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use super::{OrgNames, organizations};
 use crate::api::Api;
 use crate::error::PageError;
 use crate::session::{CheckedForm, Viewer};
-use crate::view::{Chrome, Choice, opt_time, render, time};
+use crate::view::{Choice, Chrome, opt_time, render, time};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -21,7 +21,7 @@ use super::{OrgNames, organizations};
 use crate::api::Api;
 use crate::error::PageError;
 use crate::session::{CheckedForm, Viewer};
-use crate::view::{AssetRow, Chrome, Choice, Fields, render};
+use crate::view::{AssetRow, Choice, Chrome, Fields, render};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -117,7 +117,10 @@ async fn list(
         rows,
         organizations: Choice::list(with_blank("any", org_items), fields.get("organization_id")),
         types: Choice::list(
-            with_blank("any", AssetType::ALL.iter().map(|t| (t.as_str(), t.as_str()))),
+            with_blank(
+                "any",
+                AssetType::ALL.iter().map(|t| (t.as_str(), t.as_str())),
+            ),
             fields.get("asset_type"),
         ),
         statuses: Choice::list(
@@ -172,7 +175,12 @@ struct FormPage {
 const TEXT_FIELDS: &[(&str, &str, &str, &str)] = &[
     ("name", "Name", "text", ""),
     ("hostname", "Hostname", "text", ""),
-    ("ip_addresses", "IP addresses", "text", "Separated by commas"),
+    (
+        "ip_addresses",
+        "IP addresses",
+        "text",
+        "Separated by commas",
+    ),
     ("project", "Project", "text", ""),
     ("provider", "Provider", "text", ""),
     ("server_type", "Server type", "text", ""),
@@ -397,7 +405,10 @@ async fn submit(
 ) -> Result<Response, PageError> {
     let (body, mut errors) = body_of(fields);
     let reply = if errors.is_empty() {
-        Some(api.send(&viewer.credentials, method, &path, Some(body)).await?)
+        Some(
+            api.send(&viewer.credentials, method, &path, Some(body))
+                .await?,
+        )
     } else {
         None
     };

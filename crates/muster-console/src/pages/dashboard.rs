@@ -99,7 +99,11 @@ async fn gather(state: &AppState, viewer: &Viewer) -> Result<Live, PageError> {
         .map(|h| Tally {
             label: h.as_str(),
             colour: health_colour(*h),
-            count: counts.iter().filter(|c| c.health == *h).map(|c| c.count).sum(),
+            count: counts
+                .iter()
+                .filter(|c| c.health == *h)
+                .map(|c| c.count)
+                .sum(),
             href: format!("/assets?health={}", h.as_str()),
         })
         .collect();
@@ -108,7 +112,11 @@ async fn gather(state: &AppState, viewer: &Viewer) -> Result<Live, PageError> {
         .map(|s| Tally {
             label: s.as_str(),
             colour: status_colour(*s),
-            count: counts.iter().filter(|c| c.status == *s).map(|c| c.count).sum(),
+            count: counts
+                .iter()
+                .filter(|c| c.status == *s)
+                .map(|c| c.count)
+                .sum(),
             href: format!("/assets?status={}", s.as_str()),
         })
         .collect();

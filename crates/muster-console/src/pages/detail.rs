@@ -21,9 +21,7 @@ use crate::api::Api;
 use crate::chart::latency_chart;
 use crate::error::PageError;
 use crate::session::{CheckedForm, Viewer};
-use crate::view::{
-    Chrome, Choice, EventRow, health_colour, opt_time, render, status_colour, time,
-};
+use crate::view::{Choice, Chrome, EventRow, health_colour, opt_time, render, status_colour, time};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,8 +89,14 @@ async fn build(
     let names = OrgNames::new(&orgs);
     let now = state.clock.now();
     let history = state.store.health_history(&asset.id, 60).await?;
-    let day = state.store.uptime(&asset.id, now - Duration::hours(24)).await?;
-    let week = state.store.uptime(&asset.id, now - Duration::days(7)).await?;
+    let day = state
+        .store
+        .uptime(&asset.id, now - Duration::hours(24))
+        .await?;
+    let week = state
+        .store
+        .uptime(&asset.id, now - Duration::days(7))
+        .await?;
     let events = state
         .store
         .list_events(&EventQuery {
@@ -280,7 +284,17 @@ async fn notes(
 ) -> Result<Response, PageError> {
     let body = json!({ "notes": f.get("notes") });
     let path = format!("/api/infrastructure/assets/{id}");
-    change(&state, &viewer, &api, &id, Method::PATCH, path, Some(body), "notes").await
+    change(
+        &state,
+        &viewer,
+        &api,
+        &id,
+        Method::PATCH,
+        path,
+        Some(body),
+        "notes",
+    )
+    .await
 }
 
 async fn labels(
@@ -294,14 +308,25 @@ async fn labels(
         Ok(l) => l,
         Err(e) => {
             let asset = visible_asset(&state, &viewer, &id).await?;
-            let mut r = render(&build(&state, &viewer, asset, Some(format!("labels: {e}"))).await?)?;
+            let mut r =
+                render(&build(&state, &viewer, asset, Some(format!("labels: {e}"))).await?)?;
             *r.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
             return Ok(r);
         }
     };
     let path = format!("/api/infrastructure/assets/{id}");
     let body = json!({ "labels": labels });
-    change(&state, &viewer, &api, &id, Method::PATCH, path, Some(body), "labels").await
+    change(
+        &state,
+        &viewer,
+        &api,
+        &id,
+        Method::PATCH,
+        path,
+        Some(body),
+        "labels",
+    )
+    .await
 }
 
 async fn organization(
@@ -313,7 +338,17 @@ async fn organization(
 ) -> Result<Response, PageError> {
     let body = json!({ "organization_id": f.get("organization_id") });
     let path = format!("/api/infrastructure/assets/{id}/organization");
-    change(&state, &viewer, &api, &id, Method::PUT, path, Some(body), "organization").await
+    change(
+        &state,
+        &viewer,
+        &api,
+        &id,
+        Method::PUT,
+        path,
+        Some(body),
+        "organization",
+    )
+    .await
 }
 
 async fn check(
@@ -324,6 +359,15 @@ async fn check(
     CheckedForm(_): CheckedForm,
 ) -> Result<Response, PageError> {
     let path = format!("/api/infrastructure/assets/{id}/health-check");
-    change(&state, &viewer, &api, &id, Method::POST, path, None, "health").await
+    change(
+        &state,
+        &viewer,
+        &api,
+        &id,
+        Method::POST,
+        path,
+        None,
+        "health",
+    )
+    .await
 }
-

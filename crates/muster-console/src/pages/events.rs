@@ -14,7 +14,7 @@ use muster_store::EventQuery;
 
 use crate::error::PageError;
 use crate::session::Viewer;
-use crate::view::{Chrome, Choice, EventRow, Fields, render};
+use crate::view::{Choice, Chrome, EventRow, Fields, render};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/events", get(page))
@@ -58,11 +58,13 @@ async fn page(
     let result = state.store.list_events(&query).await?;
     let link = |p: u32| {
         let rest = f.to_query(&["page"]);
-        format!("/events?{rest}{}page={p}", if rest.is_empty() { "" } else { "&" })
+        format!(
+            "/events?{rest}{}page={p}",
+            if rest.is_empty() { "" } else { "&" }
+        )
     };
     let severities = Choice::list(
-        std::iter::once(("", "any"))
-            .chain(Severity::ALL.iter().map(|s| (s.as_str(), s.as_str()))),
+        std::iter::once(("", "any")).chain(Severity::ALL.iter().map(|s| (s.as_str(), s.as_str()))),
         Some(f.get("severity").unwrap_or("")),
     );
     render(&EventsPage {

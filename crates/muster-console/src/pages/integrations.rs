@@ -19,7 +19,7 @@ use super::{OrgNames, organizations};
 use crate::api::{Api, ApiReply};
 use crate::error::PageError;
 use crate::session::{CheckedForm, Viewer};
-use crate::view::{Chrome, Choice, Fields, opt_time, render, time};
+use crate::view::{Choice, Chrome, Fields, opt_time, render, time};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -112,7 +112,9 @@ async fn build(
             })
             .collect();
         integrations.push(IntegrationRow {
-            can_edit: viewer.caller.can(Action::Edit, i.organization_id.as_deref()),
+            can_edit: viewer
+                .caller
+                .can(Action::Edit, i.organization_id.as_deref()),
             id: i.id.clone(),
             name: i.name.clone(),
             kind: i.kind.clone(),

@@ -19,7 +19,7 @@ use super::{OrgNames, organizations};
 use crate::api::{Api, ApiReply};
 use crate::error::PageError;
 use crate::session::{CheckedForm, Viewer};
-use crate::view::{Chrome, Choice, opt_time, render};
+use crate::view::{Choice, Chrome, opt_time, render};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

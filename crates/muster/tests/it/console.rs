@@ -54,7 +54,9 @@ async fn post_form(app: &TestApp, path: &str, cookie: Option<&str>, body: String
 }
 
 async fn get_page(app: &TestApp, path: &str, cookie: Option<&str>) -> Reply {
-    let mut b = Request::builder().uri(path).header(header::HOST, "muster.test");
+    let mut b = Request::builder()
+        .uri(path)
+        .header(header::HOST, "muster.test");
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
     }
@@ -75,7 +77,10 @@ async fn login(app: &TestApp, email: &str, password: &str) -> Session {
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let set = r.headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
     let cookie = set.split(';').next().unwrap().to_string();
     let page = get_page(app, "/settings", Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -124,7 +129,14 @@ async fn pages_need_a_login_and_login_gives_a_fresh_session(store: Arc<dyn Store
     let b = login(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_ne!(a.cookie, b.cookie);
     assert_ne!(a.csrf, b.csrf, "the CSRF token belongs to its session");
-    for path in ["/", "/assets", "/agents", "/integrations", "/events", "/settings"] {
+    for path in [
+        "/",
+        "/assets",
+        "/agents",
+        "/integrations",
+        "/events",
+        "/settings",
+    ] {
         let r = get_page(&app, path, Some(&a.cookie)).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
     }
@@ -157,7 +169,11 @@ async fn changes_without_the_sessions_csrf_token_are_refused(store: Arc<dyn Stor
     let s = login(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let other = login(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let before = app.asset_count().await;
-    let fields = [("name", "csrf-victim"), ("asset_type", "vps"), ("status", "online")];
+    let fields = [
+        ("name", "csrf-victim"),
+        ("asset_type", "vps"),
+        ("status", "online"),
+    ];
     let missing = post_form(&app, "/assets/new", Some(&s.cookie), form(&fields)).await;
     assert_eq!(missing.status, StatusCode::FORBIDDEN);
     assert!(html(&missing).contains("CSRF"));
@@ -207,7 +223,11 @@ async fn failed_logins_are_throttled(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let wait: i64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let wait: i64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(wait > 0 && wait <= 900, "{wait}");
     assert!(r.headers.get(header::SET_COOKIE).is_none());
     // After the window the right password works again (the clock is the test's).
@@ -222,7 +242,10 @@ async fn pages_carry_the_security_headers(store: Arc<dyn Store>) {
         let r = get_page(&app, path, Some(&s.cookie)).await;
         let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(csp.contains("script-src 'self'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(r.headers[header::X_FRAME_OPTIONS], "DENY");
@@ -263,12 +286,20 @@ async fn user_input_is_escaped(store: Arc<dyn Store>) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let id = r.id();
     let s = login(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    for path in ["/".to_string(), "/assets".to_string(), format!("/assets/{id}"), "/events".to_string()] {
+    for path in [
+        "/".to_string(),
+        "/assets".to_string(),
+        format!("/assets/{id}"),
+        "/events".to_string(),
+    ] {
         let page = get_page(&app, &path, Some(&s.cookie)).await;
         let body = html(&page);
         assert!(!body.contains("<script>alert"), "{path}");
         assert!(!body.contains("<img src=x"), "{path}");
-        assert!(body.contains("&#60;script&#62;alert("), "{path}: the text is shown, escaped");
+        assert!(
+            body.contains("&#60;script&#62;alert("),
+            "{path}: the text is shown, escaped"
+        );
     }
 }
 
@@ -292,7 +323,10 @@ async fn asset_form_shows_the_apis_field_errors(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(html(&r).contains("id=\"err-labels\""), "labels are checked by the form");
+    assert!(
+        html(&r).contains("id=\"err-labels\""),
+        "labels are checked by the form"
+    );
     let r = post_form(
         &app,
         "/assets/new",
@@ -310,10 +344,19 @@ async fn asset_form_shows_the_apis_field_errors(store: Arc<dyn Store>) {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let body = html(&r);
     for field in ["name", "ip_addresses", "cpu_cores"] {
-        assert!(body.contains(&format!("id=\"err-{field}\"")), "{field}: {body}");
-        assert!(body.contains(&format!("aria-describedby=\"err-{field}\"")), "{field}");
+        assert!(
+            body.contains(&format!("id=\"err-{field}\"")),
+            "{field}: {body}"
+        );
+        assert!(
+            body.contains(&format!("aria-describedby=\"err-{field}\"")),
+            "{field}"
+        );
     }
-    assert!(body.contains("value=\"not-an-ip\""), "what was typed stays in the form");
+    assert!(
+        body.contains("value=\"not-an-ip\""),
+        "what was typed stays in the form"
+    );
     assert_eq!(app.asset_count().await, before);
 }
 
@@ -324,21 +367,40 @@ async fn pages_show_only_what_the_user_may_see(store: Arc<dyn Store>) {
     app.asset("visible-asset", Some(&mine)).await;
     let hidden = app.asset("hidden-asset", Some(&theirs)).await;
     app.asset("global-asset", None).await;
-    app.user_with("viewer@example.com", vec![Grant::scoped(Permission::OrgView, &mine)])
-        .await;
+    app.user_with(
+        "viewer@example.com",
+        vec![Grant::scoped(Permission::OrgView, &mine)],
+    )
+    .await;
     let s = login(&app, "viewer@example.com", "a long enough password").await;
     let list = get_page(&app, "/assets", Some(&s.cookie)).await;
     let body = html(&list);
     assert!(body.contains("visible-asset"));
     assert!(!body.contains("hidden-asset") && !body.contains("global-asset"));
-    assert!(!body.contains("New asset"), "a viewer is not offered creation");
+    assert!(
+        !body.contains("New asset"),
+        "a viewer is not offered creation"
+    );
     // Filtering by the other organization finds nothing rather than its assets.
-    let r = get_page(&app, &format!("/assets?organization_id={theirs}"), Some(&s.cookie)).await;
+    let r = get_page(
+        &app,
+        &format!("/assets?organization_id={theirs}"),
+        Some(&s.cookie),
+    )
+    .await;
     assert!(!html(&r).contains("hidden-asset"));
     let dash = get_page(&app, "/", Some(&s.cookie)).await;
-    assert!(html(&dash).contains("<h2 id=\"counts-h\">1 assets</h2>"), "{}", html(&dash));
+    assert!(
+        html(&dash).contains("<h2 id=\"counts-h\">1 assets</h2>"),
+        "{}",
+        html(&dash)
+    );
     let r = get_page(&app, &format!("/assets/{hidden}"), Some(&s.cookie)).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "hidden is absent, never 403");
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "hidden is absent, never 403"
+    );
     let r = get_page(&app, "/events", Some(&s.cookie)).await;
     assert!(!html(&r).contains("hidden-asset"));
     let r = get_page(&app, "/settings", Some(&s.cookie)).await;
@@ -383,7 +445,10 @@ async fn detail_edits_go_through_the_api(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let a = app.get(&format!("/api/infrastructure/assets/{id}")).await.body;
+    let a = app
+        .get(&format!("/api/infrastructure/assets/{id}"))
+        .await
+        .body;
     assert_eq!(a["notes"], "replace the disk");
     assert_eq!(a["labels"], json!({"env": "prod", "tier": "db"}));
     assert_eq!(a["organization_id"], org.as_str());
@@ -397,14 +462,22 @@ async fn detail_edits_go_through_the_api(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(
         types,
-        ["asset.organization_changed", "asset.updated", "asset.updated", "asset.created"]
+        [
+            "asset.organization_changed",
+            "asset.updated",
+            "asset.updated",
+            "asset.created"
+        ]
     );
     assert_eq!(events["events"][0]["actor"]["name"], ADMIN_EMAIL);
     let page = get_page(&app, &format!("/assets/{id}"), Some(&s.cookie)).await;
     assert!(html(&page).contains("replace the disk"));
     // A viewer cannot edit: the API refuses, the page says why.
-    app.user_with("ro@example.com", vec![Grant::scoped(Permission::OrgView, &org)])
-        .await;
+    app.user_with(
+        "ro@example.com",
+        vec![Grant::scoped(Permission::OrgView, &org)],
+    )
+    .await;
     let ro = login(&app, "ro@example.com", "a long enough password").await;
     let page = get_page(&app, &format!("/assets/{id}"), Some(&ro.cookie)).await;
     assert!(!html(&page).contains("Save notes"));
@@ -416,6 +489,9 @@ async fn detail_edits_go_through_the_api(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let a = app.get(&format!("/api/infrastructure/assets/{id}")).await.body;
+    let a = app
+        .get(&format!("/api/infrastructure/assets/{id}"))
+        .await
+        .body;
     assert_eq!(a["notes"], "replace the disk");
 }

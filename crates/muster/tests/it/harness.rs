@@ -92,10 +92,7 @@ impl TestApp {
         .await
         .expect("first admin");
         // The application as `muster serve` wires it: the API with the console beside it.
-        let router = muster_server::app_with(
-            state.clone(),
-            Some(muster_console::router(&state)),
-        );
+        let router = muster_server::app_with(state.clone(), Some(muster_console::router(&state)));
         let mut app = Self {
             router,
             state,

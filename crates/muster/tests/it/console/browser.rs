@@ -229,13 +229,19 @@ async fn console_in_headless_chromium() {
     let (_driver, driver_url) = start_chromedriver().await;
     let api = ApiUser::login(&base, ADMIN, PASSWORD).await;
     let acme = api
-        .post("/api/organizations", json!({"name": "Acme", "slug": "acme"}))
+        .post(
+            "/api/organizations",
+            json!({"name": "Acme", "slug": "acme"}),
+        )
         .await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let globex = api
-        .post("/api/organizations", json!({"name": "Globex", "slug": "globex"}))
+        .post(
+            "/api/organizations",
+            json!({"name": "Globex", "slug": "globex"}),
+        )
         .await["id"]
         .as_str()
         .unwrap()
@@ -293,7 +299,12 @@ async fn console_in_headless_chromium() {
 
     // The detail page: edit notes and labels.
     c.goto(&detail_url).await.unwrap();
-    fill(&c, "#notes-text", "Behind the Falkenstein LB <b>not bold</b>").await;
+    fill(
+        &c,
+        "#notes-text",
+        "Behind the Falkenstein LB <b>not bold</b>",
+    )
+    .await;
     click(&c, "#notes button[type=submit]").await;
     wait_for_text(&c, "#notes-text", "Falkenstein", 10).await;
     fill(&c, "#labels-text", "env=staging\ntier=web").await;
@@ -312,14 +323,19 @@ async fn console_in_headless_chromium() {
             .any(|o| runs.contains(o)),
         "{runs}"
     );
-    c.find(Locator::Css("svg.chart rect")).await.expect("a bar in the chart");
+    c.find(Locator::Css("svg.chart rect"))
+        .await
+        .expect("a bar in the chart");
     screenshot(&c, "asset-detail").await;
 
     // An event appears on the dashboard without reloading.
     c.goto(&format!("{base}/")).await.unwrap();
     wait_for_text(&c, "#recent-events", "web-fsn1-1", 10).await;
     let marker = c
-        .execute("document.body.dataset.marker = 'same-page'; return 1;", vec![])
+        .execute(
+            "document.body.dataset.marker = 'same-page'; return 1;",
+            vec![],
+        )
         .await;
     assert!(marker.is_ok());
     api.post(
@@ -357,7 +373,9 @@ async fn console_in_headless_chromium() {
         wait_for_text(&c, "#counts-h", "assets", 10).await
     };
     assert_eq!(dash_counts, "2 assets");
-    c.goto(&format!("{base}/assets/{secret_asset}")).await.unwrap();
+    c.goto(&format!("{base}/assets/{secret_asset}"))
+        .await
+        .unwrap();
     wait_for_text(&c, "h1", "404", 10).await;
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{base}/assets")).await.unwrap();

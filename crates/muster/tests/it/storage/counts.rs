@@ -20,7 +20,13 @@ async fn counts(store: &dyn Store, v: Visibility) -> Vec<(AssetStatus, Health, u
         .await
         .expect("counts")
         .into_iter()
-        .map(|AssetCount { status, health, count }| (status, health, count))
+        .map(
+            |AssetCount {
+                 status,
+                 health,
+                 count,
+             }| (status, health, count),
+        )
         .collect();
     c.sort();
     c
@@ -42,14 +48,22 @@ async fn asset_counts_follow_every_write_and_the_visibility(store: Arc<dyn Store
     let (unknown, unknown_health) = (AssetStatus::Unknown, Health::Unknown);
     assert_eq!(
         counts(store.as_ref(), Visibility::All).await,
-        vec![(Online, Failing, 1), (Online, unknown_health, 1), (unknown, unknown_health, 1)]
+        vec![
+            (Online, Failing, 1),
+            (Online, unknown_health, 1),
+            (unknown, unknown_health, 1)
+        ]
     );
     let only_a = Visibility::Organizations(vec![a.id.clone()]);
     assert_eq!(
         counts(store.as_ref(), only_a.clone()).await,
         vec![(Online, Failing, 1), (Online, unknown_health, 1)]
     );
-    assert!(counts(store.as_ref(), Visibility::Organizations(vec![])).await.is_empty());
+    assert!(
+        counts(store.as_ref(), Visibility::Organizations(vec![]))
+            .await
+            .is_empty()
+    );
 
     // A status change and a move to another organization.
     let mut moved = next_version(one.clone());
@@ -64,7 +78,11 @@ async fn asset_counts_follow_every_write_and_the_visibility(store: Arc<dyn Store
         vec![(Online, Failing, 1)]
     );
     assert_eq!(
-        counts(store.as_ref(), Visibility::Organizations(vec![b.id.clone()])).await,
+        counts(
+            store.as_ref(),
+            Visibility::Organizations(vec![b.id.clone()])
+        )
+        .await,
         vec![(Maintenance, unknown_health, 1)]
     );
 
@@ -72,11 +90,19 @@ async fn asset_counts_follow_every_write_and_the_visibility(store: Arc<dyn Store
     let mut renamed = next_version(two.clone());
     renamed.spec.name = "two again".into();
     store
-        .update_asset(&renamed, two.version, &asset_event("asset.updated", &renamed))
+        .update_asset(
+            &renamed,
+            two.version,
+            &asset_event("asset.updated", &renamed),
+        )
         .await
         .expect("rename");
     store
-        .delete_asset(&loose.id, loose.version, &asset_event("asset.deleted", &loose))
+        .delete_asset(
+            &loose.id,
+            loose.version,
+            &asset_event("asset.deleted", &loose),
+        )
         .await
         .expect("delete");
     assert_eq!(
