@@ -301,6 +301,7 @@ pub(crate) async fn list(store: &PostgresStore, q: &AssetQuery) -> Result<Page<A
         .map_err(map_err)?;
     let total = match q.page.total_from(rows.len()) {
         Some(total) => total,
+        None if !q.count => q.page.offset() as u64 + rows.len() as u64,
         None => {
             let count_sql = f.capped_count("assets a");
             let n: i64 = bind_scalar_args(sqlx::query_scalar(&count_sql), &f.args)

@@ -180,6 +180,9 @@ pub struct AssetQuery {
     pub q: Option<String>,
     pub sort: AssetSort,
     pub page: PageRequest,
+    /// Whether the answer's `total` is wanted. When not (a dashboard's first rows), no count
+    /// query runs and `total` is only what this page and those before it hold.
+    pub count: bool,
 }
 
 impl AssetQuery {
@@ -197,6 +200,7 @@ impl AssetQuery {
             q: None,
             sort: AssetSort::default(),
             page: PageRequest::default(),
+            count: true,
         }
     }
 }

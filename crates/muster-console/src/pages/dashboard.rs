@@ -79,6 +79,9 @@ async fn attention(
                 page: 1,
                 per_page: left,
             },
+            // The first rows only: counting each group's thousands is what the dashboard paid
+            // for most on PostgreSQL (a capped count over a table with dead rows).
+            count: false,
             ..AssetQuery::all(visibility.clone())
         };
         for a in state.store.list_assets(&query).await?.items {

@@ -112,6 +112,7 @@ impl AssetListParams {
             q: self.q,
             sort,
             page: page_request(self.page, self.per_page)?,
+            count: true,
         })
     }
 }

@@ -38,6 +38,7 @@ backend_cases! {
         concurrent_updates_of_one_version_let_exactly_one_win,
         concurrent_inserts_of_one_external_id_let_exactly_one_win,
         list_assets_filters_by_fields,
+        an_uncounted_list_has_the_same_rows_and_a_lower_bound_total,
         list_assets_filters_by_labels_and_selectors,
         list_assets_searches_name_hostname_and_addresses,
         list_assets_search_treats_wildcards_literally,
@@ -1302,6 +1303,29 @@ async fn expect_names(s: &dyn Store, q: &AssetQuery, want: &[&str]) {
         .await
         .unwrap_or_else(|e| panic!("count {q:?}: {e}"));
     assert_eq!(counted.total, want.len() as u64, "counted total for {q:?}");
+}
+
+/// `count: false` gives the same rows; its total is only what the pages so far hold, where the
+/// counted one is the exact number.
+async fn an_uncounted_list_has_the_same_rows_and_a_lower_bound_total(store: Arc<dyn Store>) {
+    let s = &*store;
+    fleet(s).await;
+    for (p, per_page) in [(1, 2), (2, 2), (3, 2), (1, 10)] {
+        let counted = AssetQuery {
+            page: page(p, per_page),
+            ..AssetQuery::all(Visibility::All)
+        };
+        let uncounted = AssetQuery {
+            count: false,
+            ..counted.clone()
+        };
+        let a = s.list_assets(&counted).await.unwrap();
+        let b = s.list_assets(&uncounted).await.unwrap();
+        assert_eq!(a.items, b.items, "page {p} of {per_page}");
+        assert_eq!(a.total, 5, "page {p} of {per_page}");
+        let seen = u64::from((p - 1) * per_page) + b.items.len() as u64;
+        assert_eq!(b.total, seen, "page {p} of {per_page}");
+    }
 }
 
 async fn list_assets_filters_by_fields(store: Arc<dyn Store>) {
