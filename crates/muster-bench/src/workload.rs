@@ -122,30 +122,6 @@ pub fn list_queries(org: &str) -> Vec<ListQuery> {
     ]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_covers_every_value_with_the_weights() {
-        let orgs: Vec<String> = (0..ORGANIZATIONS).map(|o| format!("o{o}")).collect();
-        let n = 20_000u64;
-        let mut online_vps = 0;
-        let mut types = std::collections::BTreeSet::new();
-        for i in 0..n {
-            let b = asset_body(i, &orgs);
-            types.insert(b["asset_type"].as_str().unwrap().to_string());
-            if b["status"] == "online" && b["asset_type"] == "vps" {
-                online_vps += 1;
-            }
-        }
-        assert_eq!(types.len(), 7);
-        // 70% × 40% = 28%.
-        let share = f64::from(online_vps) / n as f64;
-        assert!((0.26..0.30).contains(&share), "{share}");
-    }
-}
-
 /// The console's pages measured by `--scenario console`: the dashboard and a filtered asset
 /// list page, as a browser asks for them (paths under the server's root).
 pub fn console_pages(org: &str) -> Vec<(&'static str, ListQuery)> {
@@ -177,4 +153,28 @@ pub fn console_pages(org: &str) -> Vec<(&'static str, ListQuery)> {
             ),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_covers_every_value_with_the_weights() {
+        let orgs: Vec<String> = (0..ORGANIZATIONS).map(|o| format!("o{o}")).collect();
+        let n = 20_000u64;
+        let mut online_vps = 0;
+        let mut types = std::collections::BTreeSet::new();
+        for i in 0..n {
+            let b = asset_body(i, &orgs);
+            types.insert(b["asset_type"].as_str().unwrap().to_string());
+            if b["status"] == "online" && b["asset_type"] == "vps" {
+                online_vps += 1;
+            }
+        }
+        assert_eq!(types.len(), 7);
+        // 70% × 40% = 28%.
+        let share = f64::from(online_vps) / n as f64;
+        assert!((0.26..0.30).contains(&share), "{share}");
+    }
 }
