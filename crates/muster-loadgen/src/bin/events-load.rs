@@ -74,11 +74,14 @@ fn main() -> ExitCode {
     })
 }
 
+/// When an event first arrived (monotonic, and wall clock) and when it occurred.
+type Arrival = (Instant, DateTime<Utc>, DateTime<Utc>);
+
 /// The arrivals one destination saw: per event id, when it first arrived and its
 /// `occurred_at`; and how many copies came in all.
 #[derive(Default)]
 struct Arrivals {
-    first: Mutex<HashMap<String, (Instant, DateTime<Utc>, DateTime<Utc>)>>,
+    first: Mutex<HashMap<String, Arrival>>,
     copies: AtomicU64,
 }
 
