@@ -80,6 +80,51 @@ impl Server {
             .tempdir()
             .context("creating a temporary data directory")?;
         let data_dir = temp.path().to_path_buf();
+        let temp = if opts.keep {
+            let _ = temp.keep();
+            None
+        } else {
+            Some(temp)
+        };
+        Self::start_in(opts, data_dir, temp).await
+    }
+
+    /// Stops the server gracefully (SIGTERM: it finishes requests and saves delivery cursors)
+    /// and starts it again on the same data directory with `env` instead of the first start's.
+    pub async fn restart(mut self, env: Vec<(String, String)>) -> anyhow::Result<Server> {
+        self.terminate().await?;
+        let opts = ServerOptions {
+            bin: self.bin.clone(),
+            database_url: self.database_url.clone(),
+            env,
+            keep: self._temp.is_none(),
+        };
+        let temp = self._temp.take();
+        Self::start_in(&opts, self.data_dir.clone(), temp).await
+    }
+
+    /// Sends SIGTERM and waits (at most a minute) for the server to exit.
+    async fn terminate(&mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        while self.child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                bail!("muster serve did not exit within {STARTUP_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn start_in(
+        opts: &ServerOptions,
+        data_dir: PathBuf,
+        temp: Option<TempDir>,
+    ) -> anyhow::Result<Server> {
         let mut cmd = muster_command(&opts.bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -108,12 +153,7 @@ impl Server {
             data_dir,
             bin: opts.bin.clone(),
             database_url: opts.database_url.clone(),
-            _temp: if opts.keep {
-                let _ = temp.keep();
-                None
-            } else {
-                Some(temp)
-            },
+            _temp: temp,
         };
 
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();

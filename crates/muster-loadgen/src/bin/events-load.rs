@@ -5,7 +5,10 @@
 //! the arrival of each `webhook-id`), a JetStream consumer on a stream unique to the run, and
 //! `muster serve` (SQLite) publishing to that stream; creates one webhook to the receiver, then
 //! N assets from a few concurrent workers (each create commits one `asset.created` event) and
-//! waits until both destinations saw every event or a timeout passes. Reports, per destination,
+//! waits until both destinations saw every event or a timeout passes. With `--backlog` the events
+//! wait in the outbox first (NATS off and the webhook disabled while they are created, after one
+//! warm-up event set both cursors), and the run measures how fast the relay drains them: the
+//! delivery rate alone, not bounded by how fast assets are created. Reports, per destination,
 //! events per second from first to last arrival and the latency from the event's `occurred_at`
 //! to its arrival, plus missing and duplicate deliveries. The stream is deleted at the end.
 //!
@@ -57,6 +60,9 @@ struct Args {
     /// Longest the whole run may take, in seconds.
     #[arg(long, default_value_t = 1_800)]
     deadline_seconds: u64,
+    /// Create the events first, then measure how fast the relay drains them (see above).
+    #[arg(long)]
+    backlog: bool,
     /// Print the report as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
@@ -93,6 +99,11 @@ impl Arrivals {
         first
             .entry(id.to_string())
             .or_insert((now.0, now.1, occurred_at.unwrap_or(now.1)));
+    }
+
+    fn clear(&self) {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.copies.store(0, Ordering::Relaxed);
     }
 
     fn unique(&self) -> u64 {
@@ -250,14 +261,15 @@ async fn run_with_stream(
     });
 
     let hook_url = start_receiver(hook.clone()).await?;
-    let server = Server::start(&ServerOptions {
+    let nats_env: Vec<(String, String)> = vec![
+        ("MUSTER_NATS_URL".into(), args.nats_url.clone()),
+        ("MUSTER_NATS_STREAM".into(), stream_name.to_string()),
+        ("MUSTER_NATS_SUBJECT_PREFIX".into(), prefix.to_string()),
+    ];
+    let mut server = Server::start(&ServerOptions {
         bin: args.muster_bin.clone(),
         database_url: None,
-        env: vec![
-            ("MUSTER_NATS_URL".into(), args.nats_url.clone()),
-            ("MUSTER_NATS_STREAM".into(), stream_name.to_string()),
-            ("MUSTER_NATS_SUBJECT_PREFIX".into(), prefix.to_string()),
-        ],
+        env: nats_env.clone(),
         keep: false,
     })
     .await?;
@@ -279,7 +291,7 @@ async fn run_with_stream(
         .as_str()
         .context("organization without an id")?
         .to_string();
-    http::post_json(
+    let webhook = http::post_json(
         &client,
         &base.join("api/webhooks")?,
         &auth,
@@ -288,47 +300,60 @@ async fn run_with_stream(
     )
     .await
     .context("creating the webhook")?;
-    progress(
-        NAME,
-        format!("webhook to {hook_url}; creating {} assets", args.events),
+    let webhook_path = format!(
+        "api/webhooks/{}",
+        webhook["id"].as_str().context("webhook without an id")?
     );
+    let assets_url = base.join("api/infrastructure/assets")?;
 
-    let created_at = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let url = base.join("api/infrastructure/assets")?;
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (client, url, auth, org_id) =
-            (client.clone(), url.clone(), auth.clone(), org_id.clone());
-        let (next, errors, total) = (next.clone(), errors.clone(), args.events);
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let body = json!({"name": format!("ev-{i}"), "asset_type": "vps", "organization_id": org_id});
-                let ok = match client.post(url.clone()).header(reqwest::header::AUTHORIZATION, auth.clone()).json(&body).send().await {
-                    Ok(r) => r.status() == reqwest::StatusCode::CREATED,
-                    Err(_) => false,
-                };
-                if !ok && errors.fetch_add(1, Ordering::Relaxed) > 100 {
-                    break;
-                }
-            }
-        }));
+    if args.backlog {
+        // One event through both destinations sets their cursors; then the webhook is switched
+        // off, the server restarts without NATS, and the events wait in the outbox.
+        create_assets(&client, &assets_url, &auth, &org_id, "warm-up", 1, 1).await;
+        let until = Instant::now() + Duration::from_secs(60);
+        while (hook.unique() < 1 || jet.unique() < 1) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if hook.unique() < 1 || jet.unique() < 1 {
+            bail!("the warm-up event did not reach both destinations within 60 s");
+        }
+        // Off before the restart, so the next server never starts delivering to it.
+        let url = server.base_url().join(&webhook_path)?;
+        switch_webhook(&client, url, &auth, &hook_url, false).await?;
+        server = server.restart(Vec::new()).await?;
+        progress(NAME, format!("backlog: creating {} assets", args.events));
+    } else {
+        progress(
+            NAME,
+            format!("webhook to {hook_url}; creating {} assets", args.events),
+        );
     }
-    for w in workers {
-        w.await?;
-    }
-    let create_secs = created_at.elapsed().as_secs_f64();
-    let errors = errors.load(Ordering::Relaxed);
-    let expected = args.events.saturating_sub(errors);
+    let base = server.base_url();
+    let assets_url = base.join("api/infrastructure/assets")?;
+    let (created, create_secs) = create_assets(
+        &client,
+        &assets_url,
+        &auth,
+        &org_id,
+        "ev",
+        args.events,
+        args.concurrency,
+    )
+    .await;
+    let errors = args.events - created;
+    let expected = created;
     progress(
         NAME,
         format!("{expected} assets created in {create_secs:.1} s; waiting for deliveries"),
     );
+    if args.backlog {
+        hook.clear();
+        jet.clear();
+        server = server.restart(nats_env).await?;
+        let url = server.base_url().join(&webhook_path)?;
+        switch_webhook(&client, url, &auth, &hook_url, true).await?;
+        progress(NAME, "backlog: NATS and the webhook on; draining");
+    }
 
     let drain_until = Instant::now() + Duration::from_secs(args.drain_seconds);
     while (hook.unique() < expected || jet.unique() < expected) && Instant::now() < drain_until {
@@ -366,8 +391,13 @@ async fn run_with_stream(
             us("latency_max_us"),
         ]);
     }
+    let mode = if args.backlog {
+        "backlog drained after the creates"
+    } else {
+        "delivered while created"
+    };
     let markdown = format!(
-        "{NAME}: {expected} events from {} create workers ({:.0} creates/s, {errors} failed); latency is `occurred_at` → arrival\n\n{}",
+        "{NAME}: {expected} events ({mode}) from {} create workers ({:.0} creates/s, {errors} failed); latency is `occurred_at` → arrival\n\n{}",
         args.concurrency,
         expected as f64 / create_secs,
         table.markdown()
@@ -376,6 +406,7 @@ async fn run_with_stream(
         markdown,
         json: json!({
             "events": expected,
+            "backlog": args.backlog,
             "create_workers": args.concurrency,
             "create_errors": errors,
             "create_seconds": create_secs,
@@ -385,4 +416,77 @@ async fn run_with_stream(
         }),
         errors: errors + missing,
     })
+}
+
+/// Creates `n` assets named `<prefix>-<i>` from `concurrency` workers; answers how many were
+/// created and the seconds it took (stops after more than 100 failures).
+async fn create_assets(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    auth: &reqwest::header::HeaderValue,
+    org_id: &str,
+    prefix: &str,
+    n: u64,
+    concurrency: usize,
+) -> (u64, f64) {
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+        let (org_id, prefix) = (org_id.to_string(), prefix.to_string());
+        let (next, errors) = (next.clone(), errors.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let body = json!({"name": format!("{prefix}-{i}"), "asset_type": "vps", "organization_id": org_id});
+                let sent = client
+                    .post(url.clone())
+                    .header(reqwest::header::AUTHORIZATION, auth.clone())
+                    .json(&body)
+                    .send()
+                    .await;
+                let ok = sent.is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED);
+                if !ok && errors.fetch_add(1, Ordering::Relaxed) > 100 {
+                    break;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let failed = errors.load(Ordering::Relaxed);
+    let attempted = next.load(Ordering::Relaxed).min(n);
+    (
+        attempted.saturating_sub(failed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Switches the webhook at `url` off or on (deliveries resume where they stopped).
+async fn switch_webhook(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    auth: &reqwest::header::HeaderValue,
+    hook_url: &str,
+    on: bool,
+) -> anyhow::Result<()> {
+    let r = client
+        .put(url)
+        .header(reqwest::header::AUTHORIZATION, auth.clone())
+        .json(&json!({"url": hook_url, "enabled": on}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!(
+            "switching the webhook to enabled={on} failed: {}",
+            r.status()
+        );
+    }
+    Ok(())
 }

@@ -11,8 +11,9 @@
 //!    replicas one delivers it); a subscriber seen for the first time starts at the newest
 //!    event;
 //! 2. reads the events after the cursor in batches (`DeliveryStore::outbox_after`), skips those
-//!    [`Subscriber::wants`] declines, and calls [`Subscriber::deliver`] for each, one at a
-//!    time, in order;
+//!    [`Subscriber::wants`] declines, and hands the rest over in order: one at a time
+//!    ([`Subscriber::deliver`]), or up to [`Subscriber::batch`] at once
+//!    ([`Subscriber::deliver_batch`]) for a subscriber that keeps several in flight;
 //! 3. on an error, retries the same event with exponential backoff (1 s doubling to 5 min,
 //!    with jitter), asking [`Subscriber::on_failure`] after each failure whether to go on; a
 //!    subscriber that answers [`AfterFailure::Stop`] stops, its cursor on the failed event;
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use muster_domain::Event;
-use muster_store::{DeliveryAttempt, DeliveryOutcome, OutboxPosition, Store};
+use muster_store::{DeliveryAttempt, DeliveryOutcome, OutboxEntry, OutboxPosition, Store};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -103,6 +104,31 @@ pub trait Subscriber: Send + Sync + 'static {
     /// same event comes again (with `attempt` counting up), and after a crash an event may come
     /// again that was delivered: receivers de-duplicate on `event.id`.
     async fn deliver(&self, event: &Event, attempt: u32) -> Result<Receipt, DeliveryError>;
+
+    /// How many events one [`deliver_batch`](Self::deliver_batch) call is handed at most
+    /// (1: one at a time).
+    fn batch(&self) -> usize {
+        1
+    }
+
+    /// Hands over up to [`batch`](Self::batch) events in outbox order, each on its first
+    /// attempt; answers one result per event from the first, and may stop after the first
+    /// failure (that event is then retried through [`deliver`](Self::deliver), and the ones
+    /// after it are handed over again). A subscriber that can keep several events in flight
+    /// (NATS: publish all, then await the acknowledgements) overrides it; the default hands
+    /// them to `deliver` one at a time.
+    async fn deliver_batch(&self, events: &[&Event]) -> Vec<Result<Receipt, DeliveryError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let result = self.deliver(event, 1).await;
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
+    }
 
     /// Called after each failure with the number of consecutive failures so far (of this
     /// event and those before it without a success between).
@@ -306,100 +332,19 @@ impl Relay {
     async fn deliver_claimed(
         &self,
         s: &dyn Subscriber,
-        mut cursor: OutboxPosition,
+        cursor: OutboxPosition,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Exit {
-        let name = s.name();
-        let mut signal = self.store.outbox_signal().subscribe();
-        let mut failures = 0u32;
-        let mut progress = Progress::new();
-        loop {
-            signal.borrow_and_update();
-            let batch = match self.store.outbox_after(cursor, BATCH).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(subscriber = %name, error = %e, "cannot read the outbox");
-                    return Exit::Lost;
-                }
-            };
-            let full = batch.len() as u32 == BATCH;
-            for entry in &batch {
-                if !s.wants(&entry.event) {
-                    cursor = entry.position;
-                    progress.moved = true;
-                    continue;
-                }
-                let mut attempt = 1;
-                loop {
-                    if *shutdown.borrow() {
-                        self.save(name, cursor, &mut progress).await;
-                        return Exit::Shutdown;
-                    }
-                    let started = Instant::now();
-                    let result = s.deliver(&entry.event, attempt).await;
-                    let (outcome, status, error) = match &result {
-                        Ok(r) => (DeliveryOutcome::Delivered, r.response_status, None),
-                        Err(e) => (
-                            DeliveryOutcome::Failed,
-                            e.response_status,
-                            Some(e.message.clone()),
-                        ),
-                    };
-                    if s.log() {
-                        progress.attempts.push(DeliveryAttempt {
-                            event_id: entry.event.id.clone(),
-                            event_type: entry.event.event_type.clone(),
-                            attempt,
-                            outcome,
-                            response_status: status,
-                            error,
-                            duration_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
-                            attempted_at: self.clock.now(),
-                        });
-                    }
-                    let Err(e) = result else {
-                        failures = 0;
-                        cursor = entry.position;
-                        progress.moved = true;
-                        break;
-                    };
-                    failures += 1;
-                    // What was delivered so far, and the failure, are saved now.
-                    if !self.save(name, cursor, &mut progress).await {
-                        return Exit::Lost;
-                    }
-                    if s.on_failure(&entry.event, failures, &e).await == AfterFailure::Stop {
-                        tracing::info!(subscriber = %name, "delivery stopped");
-                        return Exit::Stopped;
-                    }
-                    let wait = backoff(failures, self.base_backoff);
-                    tracing::debug!(subscriber = %name, error = %e, ?wait, "delivery failed");
-                    tokio::select! {
-                        _ = shutdown.wait_for(|s| *s) => return Exit::Shutdown,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    attempt += 1;
-                }
-                if progress.since.elapsed() >= SAVE_EVERY
-                    && !self.save(name, cursor, &mut progress).await
-                {
-                    return Exit::Lost;
-                }
-            }
-            let due = progress.moved
-                || !progress.attempts.is_empty()
-                || progress.since.elapsed() >= RENEW_EVERY;
-            if due && !self.save(name, cursor, &mut progress).await {
-                return Exit::Lost;
-            }
-            if full {
-                continue;
-            }
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return Exit::Shutdown,
-                _ = signal.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
+        let mut run = Run {
+            relay: self,
+            s,
+            cursor,
+            failures: 0,
+            progress: Progress::new(),
+        };
+        match run.deliver(shutdown).await {
+            Ok(never) => match never {},
+            Err(exit) => exit,
         }
     }
 
@@ -454,6 +399,177 @@ enum Exit {
     Stopped,
     /// The claim was lost or storage failed: claim again.
     Lost,
+}
+
+/// One claimed delivery loop: the subscriber, its cursor and what is not saved yet.
+struct Run<'a> {
+    relay: &'a Relay,
+    s: &'a dyn Subscriber,
+    /// The last event dealt with.
+    cursor: OutboxPosition,
+    /// Consecutive failures (of this event and those before it without a success between).
+    failures: u32,
+    progress: Progress,
+}
+
+impl Run<'_> {
+    /// Delivers until the loop must end; answers why.
+    async fn deliver(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<std::convert::Infallible, Exit> {
+        let mut signal = self.relay.store.outbox_signal().subscribe();
+        let per_call = self.s.batch().max(1);
+        loop {
+            signal.borrow_and_update();
+            let batch = match self.relay.store.outbox_after(self.cursor, BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(subscriber = %self.s.name(), error = %e, "cannot read the outbox");
+                    return Err(Exit::Lost);
+                }
+            };
+            let full = batch.len() as u32 == BATCH;
+            let wanted: Vec<&OutboxEntry> =
+                batch.iter().filter(|e| self.s.wants(&e.event)).collect();
+            let mut next = 0;
+            while next < wanted.len() {
+                if *shutdown.borrow() {
+                    self.save().await;
+                    return Err(Exit::Shutdown);
+                }
+                let chunk = &wanted[next..(next + per_call).min(wanted.len())];
+                let events: Vec<&Event> = chunk.iter().map(|e| &e.event).collect();
+                let started = Instant::now();
+                let results = self.s.deliver_batch(&events).await;
+                let took = started.elapsed();
+                let mut failed = (results.is_empty())
+                    .then(|| DeliveryError::new("the subscriber took none of the events"));
+                for (entry, result) in chunk.iter().zip(results) {
+                    self.record(entry, 1, &result, took);
+                    match result {
+                        Ok(_) => {
+                            self.delivered(entry);
+                            next += 1;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(error) = failed {
+                    self.retry(wanted[next], error, shutdown).await?;
+                    next += 1;
+                }
+                if self.progress.since.elapsed() >= SAVE_EVERY && !self.save().await {
+                    return Err(Exit::Lost);
+                }
+            }
+            // Every wanted event is delivered: the declined ones after the last are passed.
+            if let Some(last) = batch.last() {
+                self.cursor = last.position;
+                self.progress.moved = true;
+            }
+            let due = self.progress.moved
+                || !self.progress.attempts.is_empty()
+                || self.progress.since.elapsed() >= RENEW_EVERY;
+            if due && !self.save().await {
+                return Err(Exit::Lost);
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return Err(Exit::Shutdown),
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// After `error` on the first attempt of `entry`: saves, asks the subscriber whether to go
+    /// on, backs off and hands the event over again until it is delivered.
+    async fn retry(
+        &mut self,
+        entry: &OutboxEntry,
+        mut error: DeliveryError,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Exit> {
+        let name = self.s.name();
+        let mut attempt = 1;
+        loop {
+            self.failures += 1;
+            // What was delivered so far, and the failure, are saved now.
+            if !self.save().await {
+                return Err(Exit::Lost);
+            }
+            if self.s.on_failure(&entry.event, self.failures, &error).await == AfterFailure::Stop {
+                tracing::info!(subscriber = %name, "delivery stopped");
+                return Err(Exit::Stopped);
+            }
+            let wait = backoff(self.failures, self.relay.base_backoff);
+            tracing::debug!(subscriber = %name, error = %error, ?wait, "delivery failed");
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return Err(Exit::Shutdown),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            attempt += 1;
+            let started = Instant::now();
+            let result = self.s.deliver(&entry.event, attempt).await;
+            self.record(entry, attempt, &result, started.elapsed());
+            match result {
+                Ok(_) => {
+                    self.delivered(entry);
+                    return Ok(());
+                }
+                Err(e) => error = e,
+            }
+        }
+    }
+
+    fn delivered(&mut self, entry: &OutboxEntry) {
+        self.failures = 0;
+        self.cursor = entry.position;
+        self.progress.moved = true;
+    }
+
+    /// Notes an attempt for the delivery log (of subscribers that keep one).
+    fn record(
+        &mut self,
+        entry: &OutboxEntry,
+        attempt: u32,
+        result: &Result<Receipt, DeliveryError>,
+        took: Duration,
+    ) {
+        if !self.s.log() {
+            return;
+        }
+        let (outcome, response_status, error) = match result {
+            Ok(r) => (DeliveryOutcome::Delivered, r.response_status, None),
+            Err(e) => (
+                DeliveryOutcome::Failed,
+                e.response_status,
+                Some(e.message.clone()),
+            ),
+        };
+        self.progress.attempts.push(DeliveryAttempt {
+            event_id: entry.event.id.clone(),
+            event_type: entry.event.event_type.clone(),
+            attempt,
+            outcome,
+            response_status,
+            error,
+            duration_ms: took.as_millis().min(u32::MAX as u128) as u32,
+            attempted_at: self.relay.clock.now(),
+        });
+    }
+
+    async fn save(&mut self) -> bool {
+        self.relay
+            .save(self.s.name(), self.cursor, &mut self.progress)
+            .await
+    }
 }
 
 /// What was done since the last save.

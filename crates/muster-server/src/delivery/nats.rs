@@ -13,6 +13,9 @@ use tokio::sync::OnceCell;
 use super::{DeliveryError, Receipt, Subscriber};
 use crate::config::DeliverySettings;
 
+/// Events published before their acknowledgements are awaited.
+const IN_FLIGHT: usize = 200;
+
 /// The subscriber name of the NATS publisher.
 pub const SUBSCRIBER: &str = "nats";
 
@@ -83,20 +86,52 @@ impl Subscriber for NatsPublisher {
         SUBSCRIBER
     }
 
+    fn batch(&self) -> usize {
+        IN_FLIGHT
+    }
+
     async fn deliver(&self, event: &Event, _attempt: u32) -> Result<Receipt, DeliveryError> {
-        let js = self.context().await?;
-        let body = serde_json::to_vec(event).unwrap_or_default();
-        let ack = js
-            .send_publish(
-                self.subject(event),
-                PublishMessage::build()
-                    .message_id(&event.id)
-                    .payload(body.into()),
-            )
+        self.deliver_batch(&[event])
             .await
-            .map_err(|e| DeliveryError::new(format!("publish failed: {e}")))?;
-        ack.await
-            .map_err(|e| DeliveryError::new(format!("JetStream did not acknowledge: {e}")))?;
-        Ok(Receipt::default())
+            .pop()
+            .unwrap_or_else(|| Err(DeliveryError::new("nothing was published")))
+    }
+
+    /// Publishes every event, then awaits their acknowledgements in order: one round trip to
+    /// JetStream for the lot instead of one per event.
+    async fn deliver_batch(&self, events: &[&Event]) -> Vec<Result<Receipt, DeliveryError>> {
+        let js = match self.context().await {
+            Ok(js) => js,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut acks = Vec::with_capacity(events.len());
+        let mut refused = None;
+        for event in events {
+            let body = serde_json::to_vec(event).unwrap_or_default();
+            let message = PublishMessage::build()
+                .message_id(&event.id)
+                .payload(body.into());
+            match js.send_publish(self.subject(event), message).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    refused = Some(DeliveryError::new(format!("publish failed: {e}")));
+                    break;
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(events.len());
+        for ack in acks {
+            match ack.await {
+                Ok(_) => results.push(Ok(Receipt::default())),
+                Err(e) => {
+                    results.push(Err(DeliveryError::new(format!(
+                        "JetStream did not acknowledge: {e}"
+                    ))));
+                    return results;
+                }
+            }
+        }
+        results.extend(refused.map(Err));
+        results
     }
 }

@@ -27,6 +27,7 @@ backend_cases! {
         a_webhook_that_keeps_failing_disables_itself_and_says_so,
         the_event_stream_shows_new_events_the_caller_may_see,
         jetstream_receives_each_event_once,
+        a_batching_subscriber_gets_every_event_in_order_through_a_failure_mid_batch,
     ],
 }
 
@@ -512,4 +513,131 @@ async fn jetstream_receives_each_event_once(store: Arc<dyn Store>) {
     assert_eq!(mine, ids);
     js.delete_stream(&settings.nats_stream).await.unwrap();
     let _ = stop.send(true);
+}
+
+/// A subscriber taking up to 4 events per call that fails the 6th event the first time it is
+/// handed over (after taking the 5th in the same call); records what it accepted and how.
+struct Batching {
+    accepted: std::sync::Mutex<Vec<String>>,
+    calls: std::sync::Mutex<Vec<(usize, u32)>>,
+    fail: String,
+    failed_once: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl muster_server::delivery::Subscriber for Batching {
+    fn name(&self) -> &str {
+        "batching"
+    }
+
+    fn wants(&self, event: &muster_domain::Event) -> bool {
+        event.event_type == "asset.created"
+    }
+
+    fn batch(&self) -> usize {
+        4
+    }
+
+    async fn deliver(
+        &self,
+        event: &muster_domain::Event,
+        attempt: u32,
+    ) -> Result<muster_server::delivery::Receipt, muster_server::delivery::DeliveryError> {
+        self.calls.lock().unwrap().push((1, attempt));
+        self.accepted.lock().unwrap().push(event.id.clone());
+        Ok(Default::default())
+    }
+
+    async fn deliver_batch(
+        &self,
+        events: &[&muster_domain::Event],
+    ) -> Vec<Result<muster_server::delivery::Receipt, muster_server::delivery::DeliveryError>> {
+        self.calls.lock().unwrap().push((events.len(), 1));
+        let mut results = Vec::new();
+        for event in events {
+            if event.id == self.fail && !self.failed_once.swap(true, Ordering::SeqCst) {
+                results.push(Err(muster_server::delivery::DeliveryError::new("refused")));
+                return results;
+            }
+            self.accepted.lock().unwrap().push(event.id.clone());
+            results.push(Ok(Default::default()));
+        }
+        results
+    }
+}
+
+async fn a_batching_subscriber_gets_every_event_in_order_through_a_failure_mid_batch(
+    store: Arc<dyn Store>,
+) {
+    let app = app_with(store.clone(), ServerConfig::default()).await;
+    let org = app.organization("acme").await;
+    // The events exist before the relay starts, so batches are full: a subscriber seen for
+    // the first time starts at the newest event, so its cursor is set at the first event.
+    let first = app.asset("a-0", Some(&org)).await;
+    let mut assets = Vec::new();
+    for i in 1..=10 {
+        assets.push(app.asset(&format!("a-{i}"), Some(&org)).await);
+    }
+    let outbox = store
+        .outbox_after(Default::default(), 100_000)
+        .await
+        .unwrap();
+    let created = |asset: &str| {
+        outbox
+            .iter()
+            .find(|e| e.event.object_id == asset && e.event.event_type == "asset.created")
+            .expect("the asset's event is in the outbox")
+            .clone()
+    };
+    let position = created(&first).position;
+    let ids: Vec<String> = assets.iter().map(|a| created(a).event.id).collect();
+    let now = Utc::now();
+    assert!(
+        store
+            .claim_delivery("batching", "setup", position, now, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.release_delivery("batching", "setup").await.unwrap();
+
+    let subscriber = Arc::new(Batching {
+        accepted: Default::default(),
+        calls: Default::default(),
+        fail: ids[5].clone(),
+        failed_once: Default::default(),
+    });
+    let handle = muster_server::delivery::RelayHandle::default();
+    let relay =
+        muster_server::delivery::Relay::new(store.clone(), app.state.clock.clone(), &handle)
+            .with_backoff(Duration::from_millis(5))
+            .subscriber(subscriber.clone());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(relay.run(stopped));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while subscriber.accepted.lock().unwrap().len() < ids.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every event arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(true);
+    task.await.unwrap();
+
+    // Batches of 4 from a-1: [1 2 3 4] [5 (6 fails)] then 6 alone on attempt 2, [7 8 9 10].
+    let calls = subscriber.calls.lock().unwrap().clone();
+    assert_eq!(calls[..4], [(4, 1), (4, 1), (1, 2), (4, 1)], "{calls:?}");
+    let accepted = subscriber.accepted.lock().unwrap().clone();
+    assert_eq!(accepted, ids, "each once, in outbox order");
+    // Delivered to the end: the saved cursor is on the last event.
+    let cursor = store.delivery_cursor("batching").await.unwrap().unwrap();
+    let last = store
+        .outbox_after(position, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.event.event_type == "asset.created")
+        .unwrap();
+    assert_eq!(cursor, last.position);
 }
