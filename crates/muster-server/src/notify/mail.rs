@@ -24,10 +24,36 @@ pub struct Email {
     pub body: String,
 }
 
-/// Sends email; the error is a sentence for the notification log.
+/// Why an email was not sent: a sentence for the notification log, and whether sending it
+/// again later may succeed (the server was unreachable, timed out or answered 4xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl MailError {
+    /// A failure that the same email will meet again (a refused recipient, a 5xx answer).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// A failure that may pass (no connection, a timeout, a 4xx answer).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
+
+/// Sends email.
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    async fn send(&self, email: &Email) -> Result<(), String>;
+    async fn send(&self, email: &Email) -> Result<(), MailError>;
 }
 
 /// Email through an SMTP server, with pooled connections.
@@ -83,20 +109,26 @@ impl SmtpMailer {
     }
 
     /// Refuses an SMTP server outside the outbound policy before connecting.
-    async fn check_server(&self) -> Result<(), String> {
+    async fn check_server(&self) -> Result<(), MailError> {
         let addresses: Vec<IpAddr> = match self.host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| format!("cannot resolve the SMTP server {}: {e}", self.host))?
+                .map_err(|e| {
+                    MailError::transient(format!(
+                        "cannot resolve the SMTP server {}: {e}",
+                        self.host
+                    ))
+                })?
                 .map(|a| a.ip())
                 .collect(),
         };
         if addresses.is_empty() || addresses.iter().any(|ip| !self.outbound.allows(*ip)) {
-            return Err(self
-                .outbound
-                .refuse_name(&self.host, &addresses)
-                .to_string());
+            return Err(MailError::permanent(
+                self.outbound
+                    .refuse_name(&self.host, &addresses)
+                    .to_string(),
+            ));
         }
         Ok(())
     }
@@ -104,7 +136,7 @@ impl SmtpMailer {
 
 #[async_trait]
 impl Mailer for SmtpMailer {
-    async fn send(&self, email: &Email) -> Result<(), String> {
+    async fn send(&self, email: &Email) -> Result<(), MailError> {
         self.check_server().await?;
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -112,17 +144,22 @@ impl Mailer for SmtpMailer {
         for to in &email.to {
             let mailbox: Mailbox = to
                 .parse()
-                .map_err(|e| format!("bad recipient `{to}`: {e}"))?;
+                .map_err(|e| MailError::permanent(format!("bad recipient `{to}`: {e}")))?;
             builder = builder.to(mailbox);
         }
         let message = builder
             .header(ContentType::TEXT_PLAIN)
             .body(email.body.clone())
-            .map_err(|e| format!("cannot build the message: {e}"))?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("SMTP: {e}"))
+            .map_err(|e| MailError::permanent(format!("cannot build the message: {e}")))?;
+        self.transport.send(message).await.map(|_| ()).map_err(|e| {
+            // 5xx answers and the client's own errors come back the same next time; no
+            // connection, a timeout or a 4xx answer may pass.
+            let message = format!("SMTP: {e}");
+            if e.is_permanent() || e.is_client() {
+                MailError::permanent(message)
+            } else {
+                MailError::transient(message)
+            }
+        })
     }
 }

@@ -5,9 +5,11 @@
 //! ([`hold`]). Every decision is a line in the notification log: sent, skipped (with the
 //! reason) or failed (with the SMTP error).
 //!
-//! [`Notifier::deliver`] handles one event and is what an event consumer calls; a storage
-//! failure is its only error (the event is then delivered again), a failed email is logged and
-//! not retried.
+//! [`Notifier::deliver`] handles one event and is what an event consumer calls. It fails on a
+//! storage error and on an email that may go through later (no connection, a timeout, a 4xx
+//! answer: logged as failed, "will try again"); the event is then delivered again, and only
+//! the channels that have not sent or skipped it yet are tried. An email the server refuses
+//! for good (5xx, a bad address) is logged as failed and not tried again.
 
 pub mod deadlines;
 pub mod hold;
@@ -68,13 +70,13 @@ impl Notifier {
     }
 
     /// Dispatches one event on every channel that carries it. Delivering the same event again
-    /// sends nothing a channel already sent.
-    pub async fn deliver(&self, event: &Event) -> Result<(), StoreError> {
+    /// sends nothing a channel already sent (or skipped, or failed for good).
+    pub async fn deliver(&self, event: &Event) -> Result<(), NotifyError> {
         let organization = match &event.organization_id {
             Some(id) => match self.store.get_organization(id).await {
                 Ok(org) => Some(org),
                 Err(StoreError::NotFound) => None,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             },
             None => None,
         };
@@ -98,7 +100,7 @@ impl Notifier {
                     event,
                 }),
                 Ok(_) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         if attempts.is_empty() {
@@ -118,22 +120,42 @@ impl Notifier {
             })
             .await?
             .items;
+        let mut retry = None;
         for attempt in attempts {
-            if already.iter().any(|n| n.channel == attempt.channel) {
+            let mine = already.iter().filter(|n| n.channel == attempt.channel);
+            let (mut done, mut retrying) = (false, false);
+            for n in mine {
+                let again =
+                    n.outcome == Outcome::Failed && n.reason.as_deref().is_some_and(will_retry);
+                done |= !again;
+                retrying |= again;
+            }
+            if done {
                 continue;
             }
-            self.attempt(attempt, organization.as_ref(), &context)
-                .await?;
+            if let Some(e) = self
+                .attempt(attempt, organization.as_ref(), &context, retrying)
+                .await?
+            {
+                retry = Some(e);
+            }
         }
-        Ok(())
+        match retry {
+            Some(e) => Err(NotifyError::Transient(e)),
+            None => Ok(()),
+        }
     }
 
+    /// Sends (or skips) one channel's email and logs it; answers the error of a failure that
+    /// may pass, for the caller to try again. Such a failure is logged once per event and
+    /// channel (`retrying`: it is already), so a long outage does not fill the log.
     async fn attempt(
         &self,
         a: Attempt<'_>,
         organization: Option<&Organization>,
         context: &hold::AssetContext,
-    ) -> Result<(), StoreError> {
+        retrying: bool,
+    ) -> Result<Option<String>, StoreError> {
         let event = a.event;
         let key = event.organization_id.as_deref().unwrap_or("");
         let now = self.clock.now();
@@ -156,6 +178,7 @@ impl Notifier {
             })
         };
         let subject = message::subject(event);
+        let mut retry = None;
         let (outcome, reason) = match skipped {
             Some(why) => (Outcome::Skipped, Some(why)),
             None => {
@@ -172,8 +195,13 @@ impl Notifier {
                 match self.mailer.send(&email).await {
                     Ok(()) => (Outcome::Sent, None),
                     Err(e) => {
-                        tracing::warn!(event_id = %event.id, channel = %a.channel, error = %e, "notification email failed");
-                        (Outcome::Failed, Some(e))
+                        tracing::warn!(event_id = %event.id, channel = %a.channel, error = %e.message, transient = e.transient, "notification email failed");
+                        if e.transient {
+                            retry = Some(e.message.clone());
+                            (Outcome::Failed, Some(format!("{}{RETRY_NOTE}", e.message)))
+                        } else {
+                            (Outcome::Failed, Some(e.message))
+                        }
                     }
                 }
             }
@@ -190,14 +218,35 @@ impl Notifier {
             reason,
             subject: Some(subject),
         };
-        self.store.record_notification(&entry, key).await
+        if !(retrying && retry.is_some()) {
+            self.store.record_notification(&entry, key).await?;
+        }
+        Ok(retry)
     }
+}
+
+/// Ends the logged reason of a failed email that is tried again.
+const RETRY_NOTE: &str = "; will try again";
+
+/// Whether a failed email's logged reason says it is tried again.
+fn will_retry(reason: &str) -> bool {
+    reason.ends_with(RETRY_NOTE)
+}
+
+/// Why an event was not fully dispatched; the event should be delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    #[error("an email may go through later: {0}")]
+    Transient(String),
 }
 
 /// Email as a subscriber of the outbox relay (`delivery::Relay`): every committed event goes
 /// through [`Notifier::deliver`], in outbox order, resumed after a restart from the relay's
-/// saved cursor. A storage error is a failed delivery (the relay retries it); a failed email
-/// is in the notification log and is not retried.
+/// saved cursor. A storage error or an email that may go through later is a failed delivery
+/// (the relay retries it with its backoff); an email refused for good is in the notification
+/// log and is not retried.
 pub struct EmailSubscriber(pub Arc<Notifier>);
 
 #[async_trait::async_trait]

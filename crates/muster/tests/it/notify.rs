@@ -23,6 +23,7 @@ use crate::support::backend_cases;
 backend_cases! {
     stores: [
         an_event_becomes_an_email_through_the_relay_with_subject_body_link_and_recipients,
+        an_email_that_cannot_go_out_yet_is_tried_again_until_sent_once,
         cooldowns_hold_repeats_per_channel_until_they_pass,
         a_blocked_organization_gets_nothing,
         child_alerts_are_held_while_the_parent_is_down_and_recoveries_go_out,
@@ -38,13 +39,17 @@ const OPERATOR: &str = "ops@example.com";
 const CONSOLE: &str = "https://muster.example.com";
 
 async fn app_with_smtp(store: Arc<dyn Store>, smtp: &SmtpServer) -> TestApp {
+    app_with_smtp_url(store, &smtp.url()).await
+}
+
+async fn app_with_smtp_url(store: Arc<dyn Store>, smtp_url: &str) -> TestApp {
     TestApp::with_config(
         store,
         ServerConfig {
             public_url: Some(CONSOLE.into()),
             notify: NotifySettings {
                 email: Some(EmailSettings {
-                    smtp_url: SecretString::from(smtp.url()),
+                    smtp_url: SecretString::from(smtp_url.to_string()),
                     from: "muster <muster@example.com>".into(),
                     operator: Some(OPERATOR.into()),
                 }),
@@ -783,4 +788,52 @@ async fn deadlines_are_validated(store: Arc<dyn Store>) {
         app.get(&format!("/api/deadlines/{id}")).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+async fn an_email_that_cannot_go_out_yet_is_tried_again_until_sent_once(store: Arc<dyn Store>) {
+    // Nothing listens on the port yet: the SMTP server is down.
+    let port = crate::smtp::free_port();
+    let app = app_with_smtp_url(store, &format!("smtp://127.0.0.1:{port}")).await;
+    let n = notifier(&app);
+    let org = app.organization("acme").await;
+    let asset = app.asset("web-1", Some(&org)).await;
+    set_preferences(
+        &app,
+        &org,
+        json!({"email": ["alice@acme.example"], "enabled_events": ["node_down"]}),
+    )
+    .await;
+    let event = raise(&app, "node_down", Severity::Error, &org, &asset, "down").await;
+
+    let err = n.deliver(&event).await.unwrap_err();
+    assert!(
+        matches!(err, muster_server::notify::NotifyError::Transient(_)),
+        "{err}"
+    );
+    let log = log_of(&app, &event).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log.iter()
+            .all(|(_, outcome, reason)| outcome == "failed" && reason.ends_with("will try again")),
+        "{log:?}"
+    );
+    // Still down: failed again, and not logged again.
+    assert!(n.deliver(&event).await.is_err());
+    assert_eq!(log_of(&app, &event).await.len(), 2);
+
+    // Up: both channels go out, once; a further delivery sends nothing.
+    let smtp = SmtpServer::start_on(port).await;
+    n.deliver(&event).await.unwrap();
+    assert_eq!(smtp.wait_for(2).await.len(), 2);
+    let log = log_of(&app, &event).await;
+    assert_eq!(
+        log.iter()
+            .filter(|(_, outcome, _)| outcome == "sent")
+            .count(),
+        2,
+        "{log:?}"
+    );
+    n.deliver(&event).await.unwrap();
+    assert_eq!(smtp.messages().len(), 2);
+    assert_eq!(log_of(&app, &event).await.len(), 4);
 }

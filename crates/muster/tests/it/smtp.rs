@@ -49,12 +49,16 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts the server and waits until it greets on its port.
     pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts the server on `port` (one a test kept free) and waits until it greets.
+    pub async fn start_on(port: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("muster-smtp-")
             .tempdir()
             .expect("a temporary directory");
         let maildir = dir.path().join("maildir");
-        let port = free_port();
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
@@ -143,7 +147,7 @@ impl Drop for SmtpServer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
