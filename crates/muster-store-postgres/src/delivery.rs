@@ -229,27 +229,19 @@ impl DeliveryStore for PostgresStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        // 9 parameters a row, under PostgreSQL's limit of 65,535 per statement.
-        for chunk in attempts.chunks(7_000) {
-            let mut q = sqlx::QueryBuilder::<Postgres>::new(
-                "INSERT INTO delivery_attempts (subscriber, event_id, event_type, attempt, \
-                 outcome, response_status, error, duration_ms, attempted_at) ",
-            );
-            q.push_values(chunk, |mut b, a| {
-                b.push_bind(subscriber)
-                    .push_bind(&a.event_id)
-                    .push_bind(&a.event_type)
-                    .push_bind(a.attempt as i32)
-                    .push_bind(a.outcome.as_str())
-                    .push_bind(a.response_status.map(i32::from))
-                    .push_bind(&a.error)
-                    .push_bind(a.duration_ms.min(i32::MAX as u32) as i32)
-                    .push_bind(a.attempted_at);
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
+        insert_attempts(&mut tx, subscriber, attempts).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+
+    async fn log_delivery_attempts(
+        &self,
+        subscriber: &str,
+        attempts: &[DeliveryAttempt],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_attempts(&mut tx, subscriber, attempts).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn release_delivery(&self, subscriber: &str, owner: &str) -> Result<()> {
@@ -445,4 +437,32 @@ impl DeliveryStore for PostgresStore {
         events::append(&mut tx, event).await?;
         tx.commit().await.map_err(map_err)
     }
+}
+
+/// Appends `attempts` to `subscriber`'s delivery log, many rows to a statement.
+async fn insert_attempts(
+    conn: &mut sqlx::PgConnection,
+    subscriber: &str,
+    attempts: &[DeliveryAttempt],
+) -> Result<()> {
+    // 9 parameters a row, under PostgreSQL's limit of 65,535 per statement.
+    for chunk in attempts.chunks(7_000) {
+        let mut q = sqlx::QueryBuilder::<Postgres>::new(
+            "INSERT INTO delivery_attempts (subscriber, event_id, event_type, attempt, \
+                 outcome, response_status, error, duration_ms, attempted_at) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(subscriber)
+                .push_bind(&a.event_id)
+                .push_bind(&a.event_type)
+                .push_bind(a.attempt as i32)
+                .push_bind(a.outcome.as_str())
+                .push_bind(a.response_status.map(i32::from))
+                .push_bind(&a.error)
+                .push_bind(a.duration_ms.min(i32::MAX as u32) as i32)
+                .push_bind(a.attempted_at);
+        });
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
 }

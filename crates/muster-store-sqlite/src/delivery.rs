@@ -200,27 +200,19 @@ impl DeliveryStore for SqliteStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        // 9 parameters a row, under SQLite's limit of 32,766 per statement.
-        for chunk in attempts.chunks(3_000) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO delivery_attempts (subscriber, event_id, event_type, attempt, \
-                 outcome, response_status, error, duration_ms, attempted_at) ",
-            );
-            q.push_values(chunk, |mut b, a| {
-                b.push_bind(subscriber)
-                    .push_bind(&a.event_id)
-                    .push_bind(&a.event_type)
-                    .push_bind(i64::from(a.attempt))
-                    .push_bind(a.outcome.as_str())
-                    .push_bind(a.response_status.map(i64::from))
-                    .push_bind(&a.error)
-                    .push_bind(i64::from(a.duration_ms))
-                    .push_bind(ts(a.attempted_at));
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
+        insert_attempts(&mut tx, subscriber, attempts).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+
+    async fn log_delivery_attempts(
+        &self,
+        subscriber: &str,
+        attempts: &[DeliveryAttempt],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_attempts(&mut tx, subscriber, attempts).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn release_delivery(&self, subscriber: &str, owner: &str) -> Result<()> {
@@ -415,4 +407,32 @@ impl DeliveryStore for SqliteStore {
         events::append(&mut tx, event).await?;
         tx.commit().await.map_err(map_err)
     }
+}
+
+/// Appends `attempts` to `subscriber`'s delivery log, many rows to a statement.
+async fn insert_attempts(
+    conn: &mut sqlx::SqliteConnection,
+    subscriber: &str,
+    attempts: &[DeliveryAttempt],
+) -> Result<()> {
+    // 9 parameters a row, under SQLite's limit of 32,766 per statement.
+    for chunk in attempts.chunks(3_000) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO delivery_attempts (subscriber, event_id, event_type, attempt, \
+                 outcome, response_status, error, duration_ms, attempted_at) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(subscriber)
+                .push_bind(&a.event_id)
+                .push_bind(&a.event_type)
+                .push_bind(i64::from(a.attempt))
+                .push_bind(a.outcome.as_str())
+                .push_bind(a.response_status.map(i64::from))
+                .push_bind(&a.error)
+                .push_bind(i64::from(a.duration_ms))
+                .push_bind(ts(a.attempted_at));
+        });
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
 }

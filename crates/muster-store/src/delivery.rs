@@ -139,6 +139,13 @@ pub trait DeliveryStore: Send + Sync {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool>;
+    /// Appends `attempts` to the subscriber's delivery log outside any claim: deliveries made
+    /// beside the relay (a webhook's test send).
+    async fn log_delivery_attempts(
+        &self,
+        subscriber: &str,
+        attempts: &[DeliveryAttempt],
+    ) -> Result<()>;
     /// Ends `owner`'s claim (on shutdown), so another replica takes over at once.
     async fn release_delivery(&self, subscriber: &str, owner: &str) -> Result<()>;
     /// The subscriber's delivery log, newest first.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use muster_domain::event::{changes, snapshot};
 use muster_domain::{Action, Event, Severity, Webhook, WebhookSpec};
 use muster_store::StoreError;
-use muster_store::delivery::{DeliveryAttempt, webhook_subscriber};
+use muster_store::delivery::{DeliveryAttempt, DeliveryOutcome, webhook_subscriber};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -364,7 +364,8 @@ async fn list_deliveries(
 /// Send a test event
 ///
 /// POSTs a `webhook.test` message, signed like every delivery, to the webhook now (even when
-/// disabled) and answers what happened. Needs edit permission; not written to the event log.
+/// disabled) and answers what happened. Needs edit permission. The attempt is in the webhook's
+/// delivery log (`webhook.test`); it is not written to the event log.
 #[utoipa::path(post, path = "/api/webhooks/{id}/test", tag = "events",
     params(("id" = String, Path, description = "Webhook id")),
     responses((status = 200, body = TestResult), (status = 403, body = super::ErrorBody),
@@ -392,7 +393,31 @@ async fn test_webhook(
         changes: None,
         details: Some(Value::Object(Default::default())),
     };
+    let started = std::time::Instant::now();
     let result = state.webhooks.send(&webhook.url, &key, &event).await;
+    // In the delivery log beside the relay's attempts, like any other delivery.
+    let (outcome, response_status, error) = match &result {
+        Ok(r) => (DeliveryOutcome::Delivered, r.response_status, None),
+        Err(e) => (
+            DeliveryOutcome::Failed,
+            e.response_status,
+            Some(e.message.clone()),
+        ),
+    };
+    let attempt = DeliveryAttempt {
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        attempt: 1,
+        outcome,
+        response_status,
+        error,
+        duration_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+        attempted_at: state.clock.now(),
+    };
+    state
+        .store
+        .log_delivery_attempts(&webhook_subscriber(&webhook.id), &[attempt])
+        .await?;
     Ok(Json(match result {
         Ok(r) => TestResult {
             ok: true,

@@ -191,6 +191,27 @@ except Exception as e:
         got[1].0["webhook-id"],
         test.body["event_id"].as_str().unwrap()
     );
+    // It is in the delivery log, newest first, beside the relay's delivery.
+    let log = app
+        .get(&format!("/api/webhooks/{id}/deliveries"))
+        .await
+        .body;
+    assert_eq!(log["meta"]["total"], 2, "{log}");
+    let d = &log["deliveries"][0];
+    assert_eq!(
+        (
+            d["event_id"].clone(),
+            d["event_type"].clone(),
+            d["status"].clone(),
+            d["response_status"].clone()
+        ),
+        (
+            test.body["event_id"].clone(),
+            json!("webhook.test"),
+            json!("delivered"),
+            json!(204)
+        )
+    );
     let _ = stop.send(true);
 }
 
