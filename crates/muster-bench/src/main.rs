@@ -55,8 +55,9 @@ struct Args {
     /// Assets the `creates` scenario creates.
     #[arg(long, default_value_t = 20_000)]
     creates: u64,
-    /// Concurrent connections of the `creates` scenario.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent connections of the `creates` scenario. 128 keeps the one SQLite writer busy:
+    /// at 64 the closed loop leaves it idle between group commits (BENCHMARKS.md, issue 2).
+    #[arg(long, default_value_t = 128)]
     concurrency: usize,
     /// Assets in the database before `list` measures.
     #[arg(long, default_value_t = 100_000)]
