@@ -63,7 +63,13 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:pass@host:port/db`) and runs the
     /// migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url).map_err(map_err)?;
+        // Plans made for each query's own values: lists filter on skewed columns (most assets
+        // `unknown`, a few `failing`), and a generic plan for `health = $1` walks the primary
+        // key backwards hoping for an early match, which for a rare or absent value reads the
+        // whole table (223 ms against 0.1 ms at 100,000 assets).
+        let options = PgConnectOptions::from_str(url)
+            .map_err(map_err)?
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -160,11 +160,20 @@ impl RegisterRequest {
         out
     }
 
-    fn facts(&self) -> Value {
+    /// What the agent says about its machine, as stored. The uptime becomes the boot time (to
+    /// the minute): it stays the same from one heartbeat to the next, so an unchanged machine
+    /// does not rewrite its facts every time, and a reboot shows as a new `booted_at`.
+    fn facts(&self, now: DateTime<Utc>) -> Value {
+        let booted_at = self.uptime_seconds.and_then(|up| {
+            let at = now - chrono::Duration::seconds(i64::try_from(up).ok()?);
+            let minute = at.timestamp().div_euclid(60) * 60;
+            DateTime::<Utc>::from_timestamp(minute, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        });
         json!({
             "os": self.os, "kernel": self.kernel, "arch": self.arch,
             "cpu_count": self.cpu_count, "memory_mb": self.memory_mb, "disk_gb": self.disk_gb,
-            "uptime_seconds": self.uptime_seconds, "agent_version": self.agent_version,
+            "booted_at": booted_at, "agent_version": self.agent_version,
             "addresses": self.addresses,
         })
     }
@@ -319,7 +328,7 @@ async fn register_machine(
             spec.organization_id = Some(org.clone());
             spec.status = AssetStatus::Online;
             spec.provider = Some("muster-agent".into());
-            spec.metadata = json!({"agent": req.facts()});
+            spec.metadata = json!({"agent": req.facts(now)});
             let spec = filled(&spec, &req);
             let asset = Asset {
                 id: new_id(),
@@ -358,7 +367,7 @@ async fn register_machine(
         hostname: req.hostname.trim().to_string(),
         ip_address: req.ip_address.clone().filter(|s| !s.is_empty()),
         interface: req.interface.clone(),
-        facts: req.facts(),
+        facts: req.facts(now),
         interval_seconds: req.interval(),
         status: AgentStatus::Online,
         last_seen_at: now,
@@ -420,7 +429,7 @@ async fn heartbeat(
             apply(state, &agent, target, now).await;
         }
     }
-    let facts = req.facts();
+    let facts = req.facts(now);
     let fh = facts_hash(&facts);
     let changed = fh != known.facts_hash;
     state

@@ -25,6 +25,7 @@ backend_cases! {
         install_script_and_binary,
         long_gone_agents_are_cleaned_up_with_assets_only_they_wrote,
         vm_tracker_compatibility_mode,
+        uptime_is_kept_as_a_boot_time_that_a_reboot_moves,
     ],
 }
 
@@ -695,4 +696,43 @@ async fn liveness_thresholds_per_organization_and_asset(store: Arc<dyn Store>) {
     assert_eq!(r.body["agent_liveness"], Value::Null);
     liveness::step(&app.state, app.clock.now()).await;
     assert_eq!(agent_status(&app, &patient).await, "down");
+}
+
+async fn uptime_is_kept_as_a_boot_time_that_a_reboot_moves(store: Arc<dyn Store>) {
+    let app = TestApp::new(store).await;
+    let (_, token) = enrollment(&app, "boot", json!({})).await;
+    let start = app.clock.now();
+    let minute = |t: chrono::DateTime<chrono::Utc>| {
+        let m = t.timestamp().div_euclid(60) * 60;
+        chrono::DateTime::<chrono::Utc>::from_timestamp(m, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let body = |uptime: u64| json!({"hostname": "boot-1", "ip_address": "127.0.0.9", "uptime_seconds": uptime});
+    let r = register(&app, &token, body(7_200)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let credential = r.body["credential"].as_str().unwrap().to_string();
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    async fn booted(app: &TestApp, id: &str) -> Value {
+        app.get(&format!("/api/agents/{id}")).await.body["facts"]["booted_at"].clone()
+    }
+    let first = minute(start - Duration::seconds(7_200));
+    assert_eq!(booted(&app, &id).await, json!(first));
+    assert!(booted(&app, &id).await.is_string());
+
+    // Heartbeats later, uptime grown with the clock: the same boot time.
+    for step in 1..=4 {
+        app.clock.set(start + Duration::seconds(30 * step));
+        let r = register(&app, &credential, body(7_200 + 30 * step as u64)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(booted(&app, &id).await, json!(first), "heartbeat {step}");
+    }
+
+    // A reboot: uptime starts again, and the boot time moves to it.
+    app.clock.set(start + Duration::seconds(600));
+    let r = register(&app, &credential, body(40)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rebooted = minute(start + Duration::seconds(560));
+    assert_ne!(rebooted, first);
+    assert_eq!(booted(&app, &id).await, json!(rebooted));
 }

@@ -315,14 +315,14 @@ async fn acknowledged_heartbeats_survive_kill_9() {
         .json()
         .await
         .unwrap();
-    let register = |secret: String, uptime: u64| {
+    let register = |secret: String, version: u64| {
         let http = http.clone();
         let url = format!("{}/api/register", server.url);
         async move {
             http.post(url)
                 .bearer_auth(secret)
                 .json(&json!({"hostname": "durable", "ip_address": "10.0.0.7", "machine_id": "m-durable",
-                              "uptime_seconds": uptime}))
+                              "agent_version": format!("1.0.{version}")}))
                 .send()
                 .await
                 .unwrap()
@@ -356,7 +356,7 @@ async fn acknowledged_heartbeats_survive_kill_9() {
         .json()
         .await
         .unwrap();
-    assert_eq!(agent["facts"]["uptime_seconds"], 424_242, "{agent}");
+    assert_eq!(agent["facts"]["agent_version"], "1.0.424242", "{agent}");
     assert!(terminate(server).success());
 }
 
