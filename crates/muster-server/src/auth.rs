@@ -2,7 +2,8 @@
 //!
 //! [`Caller`] authenticates a request (an API token as `Authorization: Bearer …`, or the
 //! console's session cookie) and carries the caller's effective [`Access`]. Authorization is
-//! enforced by construction, as Fleet does it: [`enforce_authorization`] wraps every route and
+//! enforced by construction, as Fleet does it: the guard ([`arm`], [`verdict`], applied by
+//! [`crate::observe::Frame`] around every route)
 //! turns any successful answer from a handler that never asked [`Caller`] (or declared itself
 //! [`Public`]) into a 500, so a forgotten check cannot leak data.
 
@@ -13,7 +14,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Argon2, password_hash::rand_core::OsRng};
 use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderMap, Method, StatusCode, header, request::Parts};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::Duration;
@@ -83,12 +83,17 @@ impl AuthzCheck {
     }
 }
 
-/// Middleware: a 2xx or 3xx from a handler that never checked authorization becomes a 500.
-pub async fn enforce_authorization(mut req: Request, next: Next) -> Response {
+/// Arms the authorization guard for `req`: the extractors that authorize ([`Caller`],
+/// [`Public`] and the agents' own) mark it. [`crate::observe::Frame`] arms it for every request.
+pub fn arm(req: &mut Request) -> AuthzCheck {
     let check = AuthzCheck::default();
     req.extensions_mut().insert(check.clone());
-    let path = req.uri().path().to_string();
-    let response = next.run(req).await;
+    check
+}
+
+/// The guard's verdict on an answer to `path`: a 2xx or 3xx from a handler that never checked
+/// authorization becomes a 500.
+pub fn verdict(check: &AuthzCheck, path: &str, response: Response) -> Response {
     let status = response.status();
     if (status.is_success() || status.is_redirection()) && !check.done() {
         return ApiError::internal(format!(

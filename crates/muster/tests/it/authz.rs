@@ -1181,7 +1181,7 @@ async fn unchecked_handlers_cannot_answer_success() {
     use axum::body::Body;
     use axum::http::Request;
     use axum::routing::get;
-    use muster_server::auth::{Public, enforce_authorization};
+    use muster_server::auth::Public;
     use tower::ServiceExt;
 
     let router = axum::Router::new()
@@ -1191,7 +1191,7 @@ async fn unchecked_handlers_cannot_answer_success() {
             "/refused",
             get(|| async { axum::http::StatusCode::FORBIDDEN }),
         )
-        .layer(axum::middleware::from_fn(enforce_authorization));
+        .layer(muster_server::observe::FrameLayer);
     let status = |path: &'static str| {
         let router = router.clone();
         async move {
@@ -1206,4 +1206,58 @@ async fn unchecked_handlers_cannot_answer_success() {
     assert_eq!(status("/forgot").await, 500);
     assert_eq!(status("/public").await, 200);
     assert_eq!(status("/refused").await, 403);
+}
+
+/// The frame around every route: a panicking handler answers 500 in the error shape with the
+/// request id; the caller's `x-request-id` is kept, another is made when there is none; the
+/// security headers are on every answer.
+#[tokio::test]
+async fn the_frame_answers_panics_in_the_error_shape_with_ids_and_headers() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use muster_server::auth::Public;
+    use tower::ServiceExt;
+
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            get(|_: Public| async {
+                if true {
+                    panic!("a bug");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/fine", get(|_: Public| async { "fine" }))
+        .layer(muster_server::observe::FrameLayer);
+
+    let r = router
+        .clone()
+        .oneshot(
+            Request::get("/boom")
+                .header("x-request-id", "req-42")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.headers()["x-request-id"], "req-42");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    assert_eq!(body["error"]["request_id"], "req-42", "{body}");
+
+    let r = router
+        .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let made = r.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["cache-control"], "no-store");
 }
