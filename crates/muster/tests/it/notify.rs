@@ -62,6 +62,20 @@ async fn app_with_smtp_url(store: Arc<dyn Store>, smtp_url: &str) -> TestApp {
     .await
 }
 
+/// Organization `acme` with asset `web-1`, whose `node_down` events go to alice by email;
+/// answers (organization id, asset id).
+async fn acme_with_node_down_alerts(app: &TestApp) -> (String, String) {
+    let org = app.organization("acme").await;
+    let asset = app.asset("web-1", Some(&org)).await;
+    set_preferences(
+        app,
+        &org,
+        json!({"email": ["alice@acme.example"], "enabled_events": ["node_down"]}),
+    )
+    .await;
+    (org, asset)
+}
+
 fn notifier(app: &TestApp) -> Arc<Notifier> {
     app.state.notifier.clone().expect("email is configured")
 }
@@ -219,15 +233,8 @@ async fn cooldowns_hold_repeats_per_channel_until_they_pass(store: Arc<dyn Store
     let smtp = SmtpServer::start().await;
     let app = app_with_smtp(store, &smtp).await;
     let n = notifier(&app);
-    let org = app.organization("acme").await;
-    let asset = app.asset("web-1", Some(&org)).await;
     // The seed's default cooldown for customers: 6 h.
-    set_preferences(
-        &app,
-        &org,
-        json!({"email": ["alice@acme.example"], "enabled_events": ["node_down"]}),
-    )
-    .await;
+    let (org, asset) = acme_with_node_down_alerts(&app).await;
     let start: DateTime<Utc> = app.clock.now();
     let at = |h: f64, app: &TestApp| {
         app.clock.set(start + Duration::minutes((h * 60.0) as i64));
@@ -795,14 +802,7 @@ async fn an_email_that_cannot_go_out_yet_is_tried_again_until_sent_once(store: A
     let port = crate::smtp::free_port();
     let app = app_with_smtp_url(store, &format!("smtp://127.0.0.1:{port}")).await;
     let n = notifier(&app);
-    let org = app.organization("acme").await;
-    let asset = app.asset("web-1", Some(&org)).await;
-    set_preferences(
-        &app,
-        &org,
-        json!({"email": ["alice@acme.example"], "enabled_events": ["node_down"]}),
-    )
-    .await;
+    let (org, asset) = acme_with_node_down_alerts(&app).await;
     let event = raise(&app, "node_down", Severity::Error, &org, &asset, "down").await;
 
     let err = n.deliver(&event).await.unwrap_err();
