@@ -30,7 +30,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
-use axum::middleware;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -155,10 +154,7 @@ pub fn app_with(state: AppState, frontend: Option<Router<AppState>>) -> Router {
                 "this route does not take that method",
             )
         })
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            observe::record_metrics,
-        ))
+        .route_layer(observe::RouteMetricsLayer(state.metrics.clone()))
         .with_state(state.clone());
     let stack = tower::ServiceBuilder::new()
         .layer(observe::FrameLayer)

@@ -2,6 +2,9 @@
 //!
 //! One registry per server (no global recorder), so tests can run many servers in one process.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,16 +14,16 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The route's pattern (`/api/infrastructure/assets/{id}`), never the raw path.
-    pub route: String,
+    pub route: Arc<str>,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
-    pub route: String,
+    pub method: Cow<'static, str>,
+    pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

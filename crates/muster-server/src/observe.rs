@@ -1,14 +1,15 @@
 //! Watching requests: the request id in scope, one log line per request, and the metrics.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use futures::FutureExt;
@@ -18,9 +19,8 @@ use tower::{Layer, Service};
 use crate::auth;
 use crate::error::ApiError;
 use crate::error::{ErrorCause, StorageFailure};
-use crate::metrics::{FailureLabels, RequestLabels, RouteLabels};
+use crate::metrics::{FailureLabels, Metrics, RequestLabels, RouteLabels};
 use crate::request_id;
-use crate::state::AppState;
 
 /// The name of the request id header, taken from the caller or made here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -136,38 +136,93 @@ fn log_outcome(id: &str, method: &Method, path: &str, response: &Response, start
     }
 }
 
-/// Route middleware: counts requests and their latency by route pattern.
-pub async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
-    let m = &state.metrics;
-    m.in_flight.inc();
-    let start = Instant::now();
-    let response = next.run(req).await;
-    m.in_flight.dec();
-    m.latency
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
-        .observe(start.elapsed().as_secs_f64());
-    m.requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    if let Some(StorageFailure(kind)) = response.extensions().get::<StorageFailure>() {
-        m.storage_failures
-            .get_or_create(&FailureLabels {
-                kind: kind.to_string(),
-            })
-            .inc();
+/// Counts requests and their latency by route pattern: on the routes (`Router::route_layer`),
+/// where the matched pattern is known.
+#[derive(Clone)]
+pub struct RouteMetricsLayer(pub Arc<Metrics>);
+
+impl<S> Layer<S> for RouteMetricsLayer {
+    type Service = RouteMetrics<S>;
+
+    fn layer(&self, inner: S) -> RouteMetrics<S> {
+        RouteMetrics {
+            inner,
+            metrics: self.0.clone(),
+        }
     }
-    response
+}
+
+/// The service of [`RouteMetricsLayer`]. A plain service rather than `from_fn`: no state clone,
+/// no boxed inner service cloned per request, the method label without an allocation.
+#[derive(Clone)]
+pub struct RouteMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for RouteMetrics<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let metrics = self.metrics.clone();
+        let route: Arc<str> = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| Arc::from("unmatched"), |m| Arc::from(m.as_str()));
+        let method = method_label(req.method());
+        Box::pin(async move {
+            metrics.in_flight.inc();
+            let start = Instant::now();
+            let response = match inner.call(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            metrics.in_flight.dec();
+            metrics
+                .latency
+                .get_or_create(&RouteLabels {
+                    method: method.clone(),
+                    route: route.clone(),
+                })
+                .observe(start.elapsed().as_secs_f64());
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    method,
+                    route,
+                    status: response.status().as_u16(),
+                })
+                .inc();
+            if let Some(StorageFailure(kind)) = response.extensions().get::<StorageFailure>() {
+                metrics
+                    .storage_failures
+                    .get_or_create(&FailureLabels {
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The method as a label: the standard ones without an allocation.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    match KNOWN.iter().find(|m| **m == method.as_str()) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.as_str().to_string()),
+    }
 }
