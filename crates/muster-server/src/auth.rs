@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, password_hash::rand_core::OsRng};
 use axum::extract::{FromRequestParts, Request};
-use axum::http::{HeaderMap, Method, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::Duration;
@@ -40,7 +40,12 @@ pub fn new_secret() -> String {
 /// How secrets are kept: SHA-256, hex. Secrets are 256 random bits, so a fast hash is enough
 /// (unlike passwords).
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(secret_digest(secret))
+}
+
+/// The SHA-256 digest of a secret, as bytes ([`hash_secret`] is its hex form).
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// Hashes a password with argon2id (PHC string). CPU-heavy: call from a blocking task.
@@ -216,9 +221,32 @@ impl Caller {
 
 /// The token of an `Authorization: Bearer …` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
+    bearer_token(headers.get(header::AUTHORIZATION)?)
+}
+
+/// The token of an `Authorization` value that says `Bearer …`.
+pub fn bearer_token(v: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The request's `Authorization` header alone: a shared copy of its bytes, where a
+/// `HeaderMap` extractor would copy every header.
+pub struct Authorization(pub Option<HeaderValue>);
+
+impl Authorization {
+    /// The bearer token, if the header holds one.
+    pub fn bearer(&self) -> Option<&str> {
+        self.0.as_ref().and_then(bearer_token)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::AUTHORIZATION).cloned()))
+    }
 }
 
 /// The value of one cookie.

@@ -134,6 +134,23 @@ pub fn app(state: AppState) -> Router {
 /// security headers, the authorization guard), so its handlers authorize with [`auth::Caller`]
 /// like any other. This crate does not know the front end: the binary wires it.
 pub fn app_with(state: AppState, frontend: Option<Router<AppState>>) -> Router {
+    Router::new().fallback_service(framed(state, frontend))
+}
+
+/// The routes under the cross-cutting layers: what [`app_with`] wraps in a `Router` for callers
+/// that want one, and what the server serves as it is (no second router for each request).
+fn framed(
+    state: AppState,
+    frontend: Option<Router<AppState>>,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let (mut router, doc) = api_router().split_for_parts();
     if let Some(frontend) = frontend {
         router = router.merge(frontend);
@@ -156,11 +173,10 @@ pub fn app_with(state: AppState, frontend: Option<Router<AppState>>) -> Router {
         })
         .route_layer(observe::RouteMetricsLayer(state.metrics.clone()))
         .with_state(state.clone());
-    let stack = tower::ServiceBuilder::new()
+    tower::ServiceBuilder::new()
         .layer(observe::FrameLayer)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .service(routes);
-    Router::new().fallback_service(stack)
+        .service(routes)
 }
 
 /// Binds `addr` with a deep accept backlog (tokio's default of 128 collapses under bursts).
@@ -221,8 +237,9 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
-    let app =
-        app_with(state, frontend).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(framed(state, frontend));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled.send(true);

@@ -79,7 +79,9 @@ where
             let id = match req.headers().get(&REQUEST_ID) {
                 Some(id) => id.clone(),
                 None => {
-                    let made = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    let mut buf = uuid::Uuid::encode_buffer();
+                    let made = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+                    let made = HeaderValue::from_str(made)
                         .unwrap_or_else(|_| HeaderValue::from_static("-"));
                     req.headers_mut().insert(REQUEST_ID, made.clone());
                     made

@@ -299,20 +299,21 @@ pub(crate) async fn record_heartbeats(store: &SqliteStore, hbs: &[Heartbeat]) ->
     if hbs.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = Heartbeat::fold(hbs)
+    // Rows as JSON arrays, serialized from tuples (no `serde_json::Value` per heartbeat).
+    let rows: Vec<_> = Heartbeat::fold(hbs)
         .into_iter()
         .map(|(id, f)| {
-            serde_json::json!([
+            (
                 id,
                 ts(f.at),
                 f.status.as_str(),
                 f.interval_seconds,
                 f.ip_address,
-                f.facts.map(to_json)
-            ])
+                f.facts.map(to_json),
+            )
         })
         .collect();
-    let batch = serde_json::Value::Array(rows).to_string();
+    let batch = to_json(&rows);
     // One statement is its own transaction: one round trip to the writer's thread per batch,
     // rather than three (BEGIN, UPDATE, COMMIT). The writer is the only connection that writes.
     sqlx::query(

@@ -4,7 +4,7 @@ pub mod batcher;
 pub mod liveness;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use muster_domain::{Agent, AgentStatus};
 use muster_store::StoreError;
@@ -25,8 +25,9 @@ pub struct KnownAgent {
     pub asset_id: Option<String>,
     pub hostname: String,
     pub status: AgentStatus,
-    /// Hash of the facts last written, to write facts only when they change.
-    pub facts_hash: u64,
+    /// Fingerprint of the facts last written (see `RegisterRequest::facts_fingerprint`), so a
+    /// heartbeat writes facts only when they change; `None` when not known (read from storage).
+    pub facts_fingerprint: Option<u64>,
 }
 
 impl KnownAgent {
@@ -37,88 +38,101 @@ impl KnownAgent {
             asset_id: agent.asset_id.clone(),
             hostname: agent.hostname.clone(),
             status: agent.status,
-            facts_hash: facts_hash(&agent.facts),
+            facts_fingerprint: None,
         }
     }
 }
 
-/// A stable hash of a facts object.
-pub fn facts_hash(v: &serde_json::Value) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.to_string().hash(&mut h);
-    h.finish()
-}
+/// A credential's SHA-256 digest: the cache's key (storage keeps it hex-encoded).
+pub type CredentialKey = [u8; 32];
 
-/// Credential hash → agent, so a heartbeat costs no database read. Entries are dropped when an
+/// Credential → agent, so a heartbeat costs no database read. Entries are dropped when an
 /// agent is deleted or re-enrolled on this server; other replicas re-read after a miss.
 #[derive(Default)]
 pub struct CredentialCache {
-    by_hash: RwLock<HashMap<String, KnownAgent>>,
+    entries: RwLock<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<CredentialKey, Arc<KnownAgent>>,
+    /// Agent id → the key of its credential: the updates by agent without a scan.
+    key_of: HashMap<String, CredentialKey>,
+}
+
+impl Entries {
+    /// Replaces the agent's entry with a changed copy.
+    fn update(&mut self, key: &CredentialKey, change: impl FnOnce(&mut KnownAgent)) {
+        if let Some(a) = self.by_key.get_mut(key) {
+            change(Arc::make_mut(a));
+        }
+    }
 }
 
 impl CredentialCache {
-    pub fn get(&self, hash: &str) -> Option<KnownAgent> {
-        self.by_hash
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-            .cloned()
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn put(&self, hash: String, agent: KnownAgent) {
-        let mut map = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 1_000_000 {
-            map.clear();
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &CredentialKey) -> Option<Arc<KnownAgent>> {
+        self.read().by_key.get(key).cloned()
+    }
+
+    /// Remembers the agent behind a credential, in place of any other credential of it.
+    pub fn put(&self, key: CredentialKey, agent: KnownAgent) {
+        let mut e = self.write();
+        if e.by_key.len() > 1_000_000 {
+            e.by_key.clear();
+            e.key_of.clear();
         }
-        map.insert(hash, agent);
+        if let Some(old) = e.key_of.insert(agent.id.clone(), key)
+            && old != key
+        {
+            e.by_key.remove(&old);
+        }
+        e.by_key.insert(key, Arc::new(agent));
     }
 
-    /// Forgets every credential of the agent.
+    /// Forgets the agent's credential.
     pub fn forget_agent(&self, agent_id: &str) {
-        self.by_hash
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, a| a.id != agent_id);
+        let mut e = self.write();
+        if let Some(key) = e.key_of.remove(agent_id) {
+            e.by_key.remove(&key);
+        }
     }
 
     /// Records a status the liveness worker or a heartbeat decided.
     pub fn set_status(&self, agent_id: &str, status: AgentStatus) {
-        for a in self
-            .by_hash
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .values_mut()
-        {
-            if a.id == agent_id {
-                a.status = status;
-            }
+        let mut e = self.write();
+        if let Some(key) = e.key_of.get(agent_id).copied() {
+            e.update(&key, |a| a.status = status);
         }
     }
 
-    pub fn set_facts_hash(&self, hash: &str, facts: u64) {
-        if let Some(a) = self
-            .by_hash
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(hash)
-        {
-            a.facts_hash = facts;
-        }
+    pub fn set_facts_fingerprint(&self, key: &CredentialKey, fingerprint: u64) {
+        self.write()
+            .update(key, |a| a.facts_fingerprint = Some(fingerprint));
     }
 }
 
-/// The agent behind a credential, from the cache or storage.
-pub async fn authenticate(state: &AppState, credential: &str) -> ApiResult<(String, KnownAgent)> {
-    let hash = crate::auth::hash_secret(credential);
-    if let Some(a) = state.agents.cache.get(&hash) {
-        return Ok((hash, a));
+/// The agent behind a credential, from the cache or storage; with the credential's key.
+pub async fn authenticate(
+    state: &AppState,
+    credential: &str,
+) -> ApiResult<(CredentialKey, Arc<KnownAgent>)> {
+    let key = crate::auth::secret_digest(credential);
+    if let Some(a) = state.agents.cache.get(&key) {
+        return Ok((key, a));
     }
-    match state.store.authenticate_agent(&hash).await {
+    match state.store.authenticate_agent(&hex::encode(key)).await {
         Ok(agent) => {
             let known = KnownAgent::of(&agent);
-            state.agents.cache.put(hash.clone(), known.clone());
-            Ok((hash, known))
+            state.agents.cache.put(key, known.clone());
+            Ok((key, Arc::new(known)))
         }
         Err(StoreError::NotFound) => Err(ApiError::unauthorized(
             "unknown or revoked agent credential",

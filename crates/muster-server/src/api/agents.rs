@@ -2,6 +2,7 @@
 //! the hub's `POST /api/v1/report` and `POST /api/v1/event`, enrollment tokens and the agent list.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use std::net::SocketAddr;
@@ -25,10 +26,12 @@ use utoipa_axum::routes;
 use super::organizations::PageParams;
 use super::{EventDraft, ListMeta, new_id, page_request, record};
 use crate::agents::liveness::apply;
-use crate::agents::{CREDENTIAL_PREFIX, ENROLLMENT_PREFIX, KnownAgent, authenticate, facts_hash};
-use crate::auth::{Caller, Public, hash_secret, new_secret};
+use crate::agents::{
+    CREDENTIAL_PREFIX, CredentialKey, ENROLLMENT_PREFIX, KnownAgent, authenticate,
+};
+use crate::auth::{Authorization, Caller, Public, hash_secret, new_secret};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, Query};
+use crate::extract::{JsonBody, JsonOf, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -82,8 +85,8 @@ pub struct RegisterAnswer {
     pub interval_seconds: u32,
 }
 
-fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    crate::auth::bearer(headers).ok_or_else(|| {
+fn bearer(token: Option<&str>) -> ApiResult<&str> {
+    token.ok_or_else(|| {
         ApiError::unauthorized(
             "agents send `Authorization: Bearer <enrollment token or credential>`",
         )
@@ -91,9 +94,9 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
 }
 
 impl RegisterRequest {
-    fn parse(body: Value) -> ApiResult<Self> {
-        let r: RegisterRequest = serde_json::from_value(body)
-            .map_err(|e| ApiError::invalid_field("", &e.to_string()))?;
+    /// Checks a request that has the right shape; names every bad field.
+    fn validate(self) -> ApiResult<Self> {
+        let r = self;
         let mut errors = FieldErrors::default();
         let host = r.hostname.trim();
         if host.is_empty() {
@@ -164,9 +167,7 @@ impl RegisterRequest {
     /// the minute): it stays the same from one heartbeat to the next, so an unchanged machine
     /// does not rewrite its facts every time, and a reboot shows as a new `booted_at`.
     fn facts(&self, now: DateTime<Utc>) -> Value {
-        let booted_at = self.uptime_seconds.and_then(|up| {
-            let at = now - chrono::Duration::seconds(i64::try_from(up).ok()?);
-            let minute = at.timestamp().div_euclid(60) * 60;
+        let booted_at = self.booted_minute(now).and_then(|minute| {
             DateTime::<Utc>::from_timestamp(minute, 0)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         });
@@ -176,6 +177,28 @@ impl RegisterRequest {
             "booted_at": booted_at, "agent_version": self.agent_version,
             "addresses": self.addresses,
         })
+    }
+
+    /// The boot time in Unix seconds, floored to the minute.
+    fn booted_minute(&self, now: DateTime<Utc>) -> Option<i64> {
+        let up = i64::try_from(self.uptime_seconds?).ok()?;
+        Some((now.timestamp() - up).div_euclid(60) * 60)
+    }
+
+    /// A fingerprint of [`Self::facts`] taken from the fields, without building them: equal
+    /// facts give equal fingerprints within one server process (which is all it is kept for).
+    fn facts_fingerprint(&self, now: DateTime<Utc>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.os, &self.kernel, &self.arch, &self.agent_version).hash(&mut h);
+        (
+            self.cpu_count,
+            self.memory_mb,
+            self.disk_gb.map(f64::to_bits),
+        )
+            .hash(&mut h);
+        (self.booted_minute(now), &self.addresses).hash(&mut h);
+        h.finish()
     }
 }
 
@@ -205,6 +228,8 @@ async fn matching_asset(
             page: 1,
             per_page: 50,
         };
+        // Only the candidates are wanted, not how many match (a count reads every match).
+        q.count = false;
         let found = state.store.list_assets(&q).await?;
         if let Some(a) = found.items.into_iter().find(|a| {
             a.spec
@@ -394,10 +419,16 @@ async fn register_machine(
             changes: None,
         },
     ));
-    let hash = hash_secret(&credential);
-    state.store.save_agent(&agent, &hash, &events).await?;
-    state.agents.cache.forget_agent(&agent.id);
-    state.agents.cache.put(hash, KnownAgent::of(&agent));
+    let key = crate::auth::secret_digest(&credential);
+    state
+        .store
+        .save_agent(&agent, &hex::encode(key), &events)
+        .await?;
+    let known = KnownAgent {
+        facts_fingerprint: Some(req.facts_fingerprint(now)),
+        ..KnownAgent::of(&agent)
+    };
+    state.agents.cache.put(key, known);
     Ok(RegisterAnswer {
         status: "ok",
         message: "VM registered",
@@ -410,8 +441,8 @@ async fn register_machine(
 /// A heartbeat from an enrolled agent; answers after it is committed.
 async fn heartbeat(
     state: &AppState,
-    hash: &str,
-    known: KnownAgent,
+    key: Option<&CredentialKey>,
+    known: Arc<KnownAgent>,
     req: RegisterRequest,
 ) -> ApiResult<RegisterAnswer> {
     let now = state.clock.now();
@@ -424,21 +455,17 @@ async fn heartbeat(
     if known.status != target
         && (target == AgentStatus::Offline || known.status != AgentStatus::Online)
     {
-        let agent = state.store.get_agent(&known.id).await?;
-        if agent.status != target {
-            apply(state, &agent, target, now).await;
-        }
+        Box::pin(move_to(state, &known.id, target, now)).await?;
     }
-    let facts = req.facts(now);
-    let fh = facts_hash(&facts);
-    let changed = fh != known.facts_hash;
+    let fingerprint = req.facts_fingerprint(now);
+    let changed = known.facts_fingerprint != Some(fingerprint);
     state
         .agents
         .heartbeats
         .submit(Heartbeat {
             agent_id: known.id.clone(),
             at: now,
-            facts: changed.then_some(facts),
+            facts: changed.then(|| req.facts(now)),
             ip_address: req.ip_address.clone().filter(|s| !s.is_empty()),
             interval_seconds: req.interval(),
             going_offline: req.going_offline,
@@ -453,16 +480,31 @@ async fn heartbeat(
             err.cause = Some(e.to_string());
             err
         })?;
-    if changed {
-        state.agents.cache.set_facts_hash(hash, fh);
+    if changed && let Some(key) = key {
+        state.agents.cache.set_facts_fingerprint(key, fingerprint);
     }
     Ok(RegisterAnswer {
         status: "ok",
         message: "VM registered",
-        agent_id: known.id,
+        agent_id: known.id.clone(),
         credential: None,
         interval_seconds: req.interval(),
     })
+}
+
+/// Moves an agent to `target` (coming back from stale or down, or saying goodbye) unless it is
+/// there already.
+async fn move_to(
+    state: &AppState,
+    id: &str,
+    target: AgentStatus,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let agent = state.store.get_agent(id).await?;
+    if agent.status != target {
+        apply(state, &agent, target, now).await;
+    }
+    Ok(())
 }
 
 /// Register or heartbeat (VM Tracker)
@@ -477,30 +519,31 @@ async fn register(
     State(state): State<AppState>,
     _: Public,
     Peer(peer): Peer,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    auth: Authorization,
+    JsonOf(req): JsonOf<RegisterRequest>,
 ) -> ApiResult<Json<RegisterAnswer>> {
-    let req = RegisterRequest::parse(body)?;
-    if crate::auth::bearer(&headers).is_none()
+    let req = req.validate()?;
+    // The rare paths are boxed: the heartbeat's future stays small.
+    if auth.bearer().is_none()
         && let Some(compat) = &state.agents.compat
         && let Some(addr) = peer
         && compat.networks.allows(addr.ip())
     {
-        return compat_register(&state, &compat.organization, req)
+        return Box::pin(compat_register(&state, &compat.organization, req))
             .await
             .map(Json);
     }
-    let secret = bearer(&headers)?;
+    let secret = bearer(auth.bearer())?;
     if secret.starts_with(ENROLLMENT_PREFIX) {
-        return enroll(&state, secret, req).await.map(Json);
+        return Box::pin(enroll(&state, secret, req)).await.map(Json);
     }
     if !secret.starts_with(CREDENTIAL_PREFIX) {
         return Err(ApiError::unauthorized(
             "not an agent credential or enrollment token",
         ));
     }
-    let (hash, known) = authenticate(&state, secret).await?;
-    heartbeat(&state, &hash, known, req).await.map(Json)
+    let (key, known) = authenticate(&state, secret).await?;
+    heartbeat(&state, Some(&key), known, req).await.map(Json)
 }
 
 /// The address the request came from, when the server knows it.
@@ -567,8 +610,13 @@ async fn compat_register(
     };
     match state.store.find_agent(&org, &req.machine_id()).await {
         Ok(agent) => {
-            let known = KnownAgent::of(&agent);
-            let mut answer = heartbeat(state, "", known, req).await?;
+            // Not cached (no credential): compare the stored facts to write them only on change.
+            let known = KnownAgent {
+                facts_fingerprint: (agent.facts == req.facts(state.clock.now()))
+                    .then(|| req.facts_fingerprint(state.clock.now())),
+                ..KnownAgent::of(&agent)
+            };
+            let mut answer = heartbeat(state, None, Arc::new(known), req).await?;
             answer.credential = None;
             Ok(answer)
         }
@@ -970,8 +1018,11 @@ async fn revoke_enrollment_token(
 }
 
 /// The agent behind a `msa_` credential in the request.
-pub(crate) async fn agent_caller(state: &AppState, headers: &HeaderMap) -> ApiResult<KnownAgent> {
-    let secret = bearer(headers)?;
+pub(crate) async fn agent_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> ApiResult<Arc<KnownAgent>> {
+    let secret = bearer(crate::auth::bearer(headers))?;
     if !secret.starts_with(CREDENTIAL_PREFIX) {
         return Err(ApiError::unauthorized("send the agent's credential"));
     }

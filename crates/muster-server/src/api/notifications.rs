@@ -49,7 +49,7 @@ async fn writer(
                 id: Some(agent.id.clone()),
                 name: agent.hostname.clone(),
             },
-            organization_id: agent.organization_id,
+            organization_id: agent.organization_id.clone(),
         });
     }
     caller.map(Writer::Person)

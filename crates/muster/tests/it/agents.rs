@@ -26,6 +26,7 @@ backend_cases! {
         long_gone_agents_are_cleaned_up_with_assets_only_they_wrote,
         vm_tracker_compatibility_mode,
         uptime_is_kept_as_a_boot_time_that_a_reboot_moves,
+        heartbeats_write_changed_facts_refuse_bad_bodies_and_retire_old_credentials,
     ],
 }
 
@@ -735,4 +736,68 @@ async fn uptime_is_kept_as_a_boot_time_that_a_reboot_moves(store: Arc<dyn Store>
     let rebooted = minute(start + Duration::seconds(560));
     assert_ne!(rebooted, first);
     assert_eq!(booted(&app, &id).await, json!(rebooted));
+}
+
+async fn heartbeats_write_changed_facts_refuse_bad_bodies_and_retire_old_credentials(
+    store: Arc<dyn Store>,
+) {
+    let app = TestApp::new(store).await;
+    let (_, token) = enrollment(&app, "facts", json!({"max_uses": 2})).await;
+    let body = |version: &str| {
+        json!({"hostname": "facts-1", "machine_id": "m-facts-1", "ip_address": "127.0.0.9",
+               "agent_version": version, "cpu_count": 2})
+    };
+    let r = register(&app, &token, body("1.0.0")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let credential = r.body["credential"].as_str().unwrap().to_string();
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    async fn version(app: &TestApp, id: &str) -> Value {
+        app.get(&format!("/api/agents/{id}")).await.body["facts"]["agent_version"].clone()
+    }
+    // Unchanged facts, then changed ones: the change is written.
+    assert_eq!(register(&app, &credential, body("1.0.0")).await.status, 200);
+    assert_eq!(version(&app, &id).await, json!("1.0.0"));
+    assert_eq!(register(&app, &credential, body("1.1.0")).await.status, 200);
+    assert_eq!(version(&app, &id).await, json!("1.1.0"));
+
+    // Malformed JSON is 400; JSON of the wrong shape 422 in the field-error shape; neither
+    // touches the agent.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/register")
+        .header(header::AUTHORIZATION, format!("Bearer {credential}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"hostname\": \"facts-1\""))
+        .unwrap();
+    let r = app.send(req).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "malformed_json"),
+        "{}",
+        r.body
+    );
+    let r = register(
+        &app,
+        &credential,
+        json!({"hostname": 5, "agent_version": "9"}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code(), "invalid_fields", "{}", r.body);
+    let r = register(&app, &credential, json!({"agent_version": "9"})).await;
+    assert_eq!(r.status, 422, "a heartbeat without a hostname: {}", r.body);
+    assert_eq!(version(&app, &id).await, json!("1.1.0"));
+
+    // Enrolling the same machine again retires its first credential at once.
+    let r = register(&app, &token, body("1.2.0")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["agent_id"].as_str(),
+        Some(id.as_str()),
+        "the same agent"
+    );
+    let second = r.body["credential"].as_str().unwrap().to_string();
+    assert_eq!(register(&app, &credential, body("1.2.0")).await.status, 401);
+    assert_eq!(register(&app, &second, body("1.3.0")).await.status, 200);
+    assert_eq!(version(&app, &id).await, json!("1.3.0"));
 }
