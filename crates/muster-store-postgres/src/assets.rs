@@ -201,6 +201,30 @@ pub(crate) async fn get(store: &PostgresStore, id: &str) -> Result<Asset> {
     from_row(&row)
 }
 
+pub(crate) async fn find_machine(
+    store: &PostgresStore,
+    org: &str,
+    hostname: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<Vec<Asset>> {
+    let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    // Two indexed lookups (0010): the hostname, and the addresses as an array.
+    let rows = sqlx::query(
+        "SELECT * FROM assets WHERE organization_id = $1 AND lower(hostname) = lower($2) \
+         UNION \
+         SELECT * FROM assets WHERE organization_id = $1 \
+           AND string_to_array(ip_text, ' ') && $3::text[] \
+         ORDER BY created_at, id LIMIT 50",
+    )
+    .bind(org)
+    .bind(hostname)
+    .bind(&addresses)
+    .fetch_all(&store.pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter().map(from_row).collect()
+}
+
 /// After a guarded write touched no row: was the asset gone, or changed?
 pub(crate) async fn missing_or_stale(conn: &mut PgConnection, id: &str) -> StoreError {
     match sqlx::query_scalar::<_, i64>("SELECT version FROM assets WHERE id = $1")

@@ -350,6 +350,14 @@ impl Store for PostgresStore {
     async fn list_assets(&self, query: &AssetQuery) -> Result<Page<Asset>> {
         assets::list(self, query).await
     }
+    async fn find_machine_assets(
+        &self,
+        organization_id: &str,
+        hostname: &str,
+        addresses: &[std::net::IpAddr],
+    ) -> Result<Vec<Asset>> {
+        assets::find_machine(self, organization_id, hostname, addresses).await
+    }
     async fn asset_counts(&self, visibility: &Visibility) -> Result<Vec<muster_store::AssetCount>> {
         assets::counts(self, visibility).await
     }

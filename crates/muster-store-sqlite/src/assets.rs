@@ -198,6 +198,30 @@ pub(crate) async fn get(store: &SqliteStore, id: &str) -> Result<Asset> {
     from_row(&row)
 }
 
+pub(crate) async fn find_machine(
+    store: &SqliteStore,
+    org: &str,
+    hostname: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<Vec<Asset>> {
+    let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    // Two indexed lookups (0010): the hostname, and the addresses' table.
+    let rows = sqlx::query(
+        "SELECT * FROM assets WHERE organization_id = ?1 AND lower(hostname) = lower(?2) \
+         UNION \
+         SELECT * FROM assets WHERE organization_id = ?1 AND seq IN \
+           (SELECT seq FROM asset_addresses WHERE address IN (SELECT value FROM json_each(?3))) \
+         ORDER BY seq LIMIT 50",
+    )
+    .bind(org)
+    .bind(hostname)
+    .bind(to_json(&addresses))
+    .fetch_all(&store.reader)
+    .await
+    .map_err(map_err)?;
+    rows.iter().map(from_row).collect()
+}
+
 /// After a guarded write touched no row: was the asset gone, or changed?
 async fn missing_or_stale(conn: &mut SqliteConnection, id: &str) -> StoreError {
     match sqlx::query_scalar::<_, i64>("SELECT version FROM assets WHERE id = ?")

@@ -124,6 +124,15 @@ pub trait Store: DeliveryStore + NotifyStore + Send + Sync + 'static {
     async fn insert_asset(&self, asset: &Asset, event: &Event) -> Result<()>;
     async fn get_asset(&self, id: &str) -> Result<Asset>;
     async fn list_assets(&self, query: &AssetQuery) -> Result<Page<Asset>>;
+    /// Assets of the organization that may be this machine: the same hostname (ignoring case)
+    /// or one of the addresses, exactly; by index (at most 50, oldest first). An agent's
+    /// registration looks its machine up with it.
+    async fn find_machine_assets(
+        &self,
+        organization_id: &str,
+        hostname: &str,
+        addresses: &[std::net::IpAddr],
+    ) -> Result<Vec<Asset>>;
     /// Assets the visibility allows, counted by status and health (only non-zero groups).
     /// Read from counts kept in step with every asset write, not by grouping the assets.
     async fn asset_counts(&self, visibility: &Visibility) -> Result<Vec<AssetCount>>;

@@ -21,6 +21,7 @@ use crate::support::{TestDatabase, backend_cases};
 
 backend_cases! {
     stores: [
+        machine_assets_are_found_by_address_and_hostname_in_step_with_writes,
         organizations_insert_get_list_update_delete,
         organization_slug_is_unique,
         organization_with_assets_cannot_be_deleted,
@@ -4436,3 +4437,73 @@ mod counts;
 mod delivery;
 mod discovery;
 mod notify;
+
+async fn machine_assets_are_found_by_address_and_hostname_in_step_with_writes(
+    store: Arc<dyn Store>,
+) {
+    let acme = add_org(&*store, "Acme", "acme").await;
+    let other = add_org(&*store, "Other", "other").await;
+    let addr = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let names = |found: Vec<Asset>| {
+        let mut n: Vec<String> = found.into_iter().map(|a| a.spec.name).collect();
+        n.sort();
+        n
+    };
+    let mut web = in_org(asset("web"), &acme);
+    web.spec.hostname = Some("Web-1.Example.com".into());
+    web.spec.ip_addresses = vec![ip("192.0.2.10", true), ip("2001:db8::10", true)];
+    // Shares characters with web's address (a substring search would find it), not the address.
+    let mut db = in_org(asset("db"), &acme);
+    db.spec.ip_addresses = vec![ip("192.0.2.100", true)];
+    let mut theirs = in_org(asset("theirs"), &other);
+    theirs.spec.hostname = Some("web-1.example.com".into());
+    theirs.spec.ip_addresses = vec![ip("192.0.2.10", true)];
+    for a in [&web, &db, &theirs] {
+        store
+            .insert_asset(a, &asset_event("asset.created", a))
+            .await
+            .unwrap();
+    }
+    let find = |host: &'static str, ips: Vec<std::net::IpAddr>| {
+        let store = store.clone();
+        let org = acme.id.clone();
+        async move { names(store.find_machine_assets(&org, host, &ips).await.unwrap()) }
+    };
+    assert_eq!(find("nothing", vec![addr("192.0.2.10")]).await, ["web"]);
+    assert_eq!(find("nothing", vec![addr("2001:db8::10")]).await, ["web"]);
+    assert_eq!(
+        find("WEB-1.example.COM", vec![]).await,
+        ["web"],
+        "hostname, any case"
+    );
+    assert_eq!(
+        find("web-1.example.com", vec![addr("192.0.2.100")]).await,
+        ["db", "web"]
+    );
+    assert!(find("web-1", vec![addr("192.0.2.1")]).await.is_empty());
+
+    // An address moved: the old one no longer finds the asset, the new one does.
+    let mut moved = next_version(web.clone());
+    moved.spec.ip_addresses = vec![ip("198.51.100.7", true)];
+    store
+        .update_asset(&moved, web.version, &asset_event("asset.updated", &moved))
+        .await
+        .unwrap();
+    assert!(find("nothing", vec![addr("192.0.2.10")]).await.is_empty());
+    assert_eq!(find("nothing", vec![addr("198.51.100.7")]).await, ["web"]);
+
+    // Deleted: gone from the lookup too.
+    store
+        .delete_asset(
+            &moved.id,
+            moved.version,
+            &asset_event("asset.deleted", &moved),
+        )
+        .await
+        .unwrap();
+    assert!(
+        find("web-1.example.com", vec![addr("198.51.100.7")])
+            .await
+            .is_empty()
+    );
+}
