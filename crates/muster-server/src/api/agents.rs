@@ -16,7 +16,7 @@ use muster_domain::{
     EnrollmentToken, Event, FieldErrors, Health, IpAddress, Severity, Visibility,
 };
 use muster_store::query::all_pages;
-use muster_store::{AgentReport, Heartbeat, PageRequest, StoreError};
+use muster_store::{AgentReport, Heartbeat, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
