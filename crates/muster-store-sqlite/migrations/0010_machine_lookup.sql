@@ -20,7 +20,9 @@ CREATE TRIGGER asset_addresses_insert AFTER INSERT ON assets BEGIN
         SELECT value ->> 'address', new.seq FROM json_each(new.ip_addresses);
 END;
 
-CREATE TRIGGER asset_addresses_update AFTER UPDATE OF ip_addresses ON assets BEGIN
+-- An update writes every column; only a changed address list rewrites the rows.
+CREATE TRIGGER asset_addresses_update AFTER UPDATE OF ip_addresses ON assets
+WHEN old.ip_addresses IS NOT new.ip_addresses BEGIN
     DELETE FROM asset_addresses WHERE seq = old.seq;
     INSERT OR IGNORE INTO asset_addresses (address, seq)
         SELECT value ->> 'address', new.seq FROM json_each(new.ip_addresses);

@@ -82,8 +82,9 @@ impl CredentialCache {
         self.read().by_key.get(key).cloned()
     }
 
-    /// Remembers the agent behind a credential, in place of any other credential of it.
-    pub fn put(&self, key: CredentialKey, agent: KnownAgent) {
+    /// Remembers the agent behind a credential, in place of any other credential of it; answers
+    /// the entry.
+    pub fn put(&self, key: CredentialKey, agent: KnownAgent) -> Arc<KnownAgent> {
         let mut e = self.write();
         if e.by_key.len() > 1_000_000 {
             e.by_key.clear();
@@ -94,7 +95,9 @@ impl CredentialCache {
         {
             e.by_key.remove(&old);
         }
-        e.by_key.insert(key, Arc::new(agent));
+        let agent = Arc::new(agent);
+        e.by_key.insert(key, agent.clone());
+        agent
     }
 
     /// Forgets the agent's credential.
@@ -129,11 +132,7 @@ pub async fn authenticate(
         return Ok((key, a));
     }
     match state.store.authenticate_agent(&hex::encode(key)).await {
-        Ok(agent) => {
-            let known = KnownAgent::of(&agent);
-            state.agents.cache.put(key, known.clone());
-            Ok((key, Arc::new(known)))
-        }
+        Ok(agent) => Ok((key, state.agents.cache.put(key, KnownAgent::of(&agent)))),
         Err(StoreError::NotFound) => Err(ApiError::unauthorized(
             "unknown or revoked agent credential",
         )),

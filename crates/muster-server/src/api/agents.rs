@@ -606,9 +606,10 @@ async fn compat_register(
     match state.store.find_agent(&org, &req.machine_id()).await {
         Ok(agent) => {
             // Not cached (no credential): compare the stored facts to write them only on change.
+            let now = state.clock.now();
             let known = KnownAgent {
-                facts_fingerprint: (agent.facts == req.facts(state.clock.now()))
-                    .then(|| req.facts_fingerprint(state.clock.now())),
+                facts_fingerprint: (agent.facts == req.facts(now))
+                    .then(|| req.facts_fingerprint(now)),
                 ..KnownAgent::of(&agent)
             };
             let mut answer = heartbeat(state, None, Arc::new(known), req).await?;

@@ -4482,6 +4482,16 @@ async fn machine_assets_are_found_by_address_and_hostname_in_step_with_writes(
     );
     assert!(find("web-1", vec![addr("192.0.2.1")]).await.is_empty());
 
+    // An update that leaves the addresses alone keeps them found.
+    let mut noted = next_version(web.clone());
+    noted.spec.notes = Some("rack 4".into());
+    store
+        .update_asset(&noted, web.version, &asset_event("asset.updated", &noted))
+        .await
+        .unwrap();
+    assert_eq!(find("nothing", vec![addr("192.0.2.10")]).await, ["web"]);
+    let web = noted;
+
     // An address moved: the old one no longer finds the asset, the new one does.
     let mut moved = next_version(web.clone());
     moved.spec.ip_addresses = vec![ip("198.51.100.7", true)];
