@@ -17,6 +17,25 @@ use muster_store_sqlite::SqliteStore;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+/// The outbox after `after` once `done` holds for it, or as it is after 20 s. On PostgreSQL a
+/// committed event becomes deliverable only once every older writing transaction of the cluster
+/// ended, other tests' (in other databases) too, so a test reads the outbox by waiting for it.
+pub async fn outbox_once(
+    s: &dyn Store,
+    after: muster_store::delivery::OutboxPosition,
+    done: impl Fn(&[muster_store::OutboxEntry]) -> bool,
+) -> Vec<muster_store::OutboxEntry> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut signal = s.outbox_signal().subscribe();
+    loop {
+        let found = s.outbox_after(after, 100_000).await.unwrap();
+        if done(&found) || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), signal.changed()).await;
+    }
+}
+
 /// The server a test database is made on, unless `MUSTER_TEST_POSTGRES_URL` names another.
 pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

@@ -36,18 +36,9 @@ async fn add_events(s: &dyn Store, n: usize, org: Option<&str>) -> Vec<String> {
     ids
 }
 
-/// The outbox after `after` once it holds `n` events. On PostgreSQL, a committed event becomes
-/// deliverable once every older writing transaction of the cluster ended (other tests' too).
+/// The outbox after `after` once it holds `n` events.
 async fn settled(s: &dyn Store, after: OutboxPosition, n: usize) -> Vec<muster_store::OutboxEntry> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut signal = s.outbox_signal().subscribe();
-    loop {
-        let found = s.outbox_after(after, 1000).await.unwrap();
-        if found.len() >= n || tokio::time::Instant::now() > deadline {
-            return found;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), signal.changed()).await;
-    }
+    crate::support::outbox_once(s, after, |found| found.len() >= n).await
 }
 
 async fn the_outbox_reads_in_commit_order_after_a_position(store: Arc<dyn Store>) {
