@@ -75,13 +75,23 @@ pub struct RecentFacts {
     pub tokens: Recent<(ApiToken, User)>,
     /// Ids of organizations known to exist.
     pub organizations: Recent<()>,
+    /// Counts identity changes, for what holds a caller longer than a request.
+    identity: tokio::sync::watch::Sender<u64>,
 }
 
 impl RecentFacts {
-    /// A token, user, membership or organization changed: forget everything.
+    /// A token, user, membership or organization changed, or a session ended: forget
+    /// everything, and wake whoever holds a caller for longer than one request (a live event
+    /// stream), so that it checks the caller again.
     pub fn identity_changed(&self) {
         self.tokens.clear();
         self.organizations.clear();
+        self.identity.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever [`identity_changed`](Self::identity_changed) is called on this server.
+    pub fn identity_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.identity.subscribe()
     }
 }
 
@@ -99,6 +109,19 @@ mod tests {
         assert_eq!(cache.get("a"), Some(2));
         cache.clear();
         assert_eq!(cache.get("a"), None);
+    }
+
+    #[test]
+    fn identity_changes_clear_and_wake() {
+        let facts = RecentFacts::default();
+        facts.organizations.put("org".into(), ());
+        let mut changes = facts.identity_changes();
+        assert!(!changes.has_changed().unwrap());
+        facts.identity_changed();
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(facts.organizations.get("org"), None);
+        changes.mark_unchanged();
+        assert!(!changes.has_changed().unwrap());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use muster_domain::{Event, Severity};
+use muster_domain::{Event, Severity, Visibility};
 use muster_store::EventQuery;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -96,7 +96,9 @@ pub struct StreamParams {
 /// `GET /api/events`), as it commits, oldest first. `data` is the event as JSON and `id` its
 /// place in the outbox: a client that reconnects with `Last-Event-ID` (browsers do) resumes
 /// after it, missing nothing. Without it the stream starts at the newest event. A comment
-/// line every 15 s keeps proxies from closing the connection.
+/// line every 15 s keeps proxies from closing the connection. The stream ends when its
+/// credentials stop working (logout, a deleted token or user) or come to see other
+/// organizations; a client that reconnects then gets its new rights, or a 401.
 #[utoipa::path(get, path = "/api/events/stream", tag = "events", params(StreamParams),
     responses((status = 200, content_type = "text/event-stream", description = "A stream of events"),
         (status = 401, body = super::ErrorBody)))]
@@ -109,6 +111,7 @@ async fn stream_events(
     use axum::response::IntoResponse;
     use axum::response::sse::{KeepAlive, Sse};
     let visibility = caller.visibility();
+    let lost = access_changed(state.clone(), headers.clone(), visibility.clone());
     let types: Vec<String> = p
         .types
         .as_deref()
@@ -130,7 +133,40 @@ async fn stream_events(
         visibility.allows(e.organization_id.as_deref())
             && muster_domain::webhook::type_matches(&types, &e.event_type)
     });
-    Ok(Sse::new(events)
+    Ok(Sse::new(futures::StreamExt::take_until(events, lost))
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response())
+}
+
+/// How often a stream checks its caller again when nothing on this server changed identities:
+/// an expired session or token, or another replica's change, ends it within this.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Resolves when the stream's credentials (`headers`) no longer authenticate, or see other
+/// organizations than `seen`. Checked at once after every identity change on this server, and
+/// every [`RECHECK`]. A storage error keeps the stream: a database blip should not drop every
+/// open console.
+fn access_changed(
+    state: AppState,
+    headers: axum::http::HeaderMap,
+    seen: Visibility,
+) -> impl Future<Output = ()> + Send + 'static {
+    use axum::extract::FromRequestParts;
+    // Subscribed now, not at the first poll: a change made meanwhile still counts.
+    let mut changes = state.recent.identity_changes();
+    async move {
+        loop {
+            tokio::select! {
+                Ok(()) = changes.changed() => {}
+                _ = tokio::time::sleep(RECHECK) => {}
+            }
+            let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+            parts.headers = headers.clone();
+            match Caller::from_request_parts(&mut parts, &state).await {
+                Ok(caller) if caller.visibility() == seen => {}
+                Err(e) if e.status.is_server_error() => {}
+                _ => return,
+            }
+        }
+    }
 }

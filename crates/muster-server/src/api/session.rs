@@ -130,6 +130,8 @@ async fn logout(
 ) -> ApiResult<Response> {
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
         state.store.delete_session(&hash_secret(secret)).await?;
+        // A live event stream opened with this session ends.
+        state.recent.identity_changed();
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()

@@ -26,6 +26,7 @@ backend_cases! {
         webhook_targets_outside_the_policy_are_refused_before_connecting,
         a_webhook_that_keeps_failing_disables_itself_and_says_so,
         the_event_stream_shows_new_events_the_caller_may_see,
+        the_event_stream_ends_when_its_caller_loses_access,
         jetstream_receives_each_event_once,
         a_batching_subscriber_gets_every_event_in_order_through_a_failure_mid_batch,
     ],
@@ -351,8 +352,9 @@ async fn a_webhook_that_keeps_failing_disables_itself_and_says_so(store: Arc<dyn
     let _ = stop.send(true);
 }
 
-/// Reads server-sent events from a body until one carries data; answers it.
+/// Reads server-sent events from a body until one carries data (within 20 s); answers it.
 async fn next_event(body: &mut Body, buffer: &mut String) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
@@ -361,7 +363,7 @@ async fn next_event(body: &mut Body, buffer: &mut String) -> Value {
             }
             continue;
         }
-        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+        let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
             .expect("an event within 20 s")
             .expect("the stream goes on")
@@ -382,11 +384,7 @@ async fn the_event_stream_shows_new_events_the_caller_may_see(store: Arc<dyn Sto
             vec![Grant::scoped(Permission::OrgView, &a)],
         )
         .await;
-    let req = Request::get("/api/events/stream?types=asset.*")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = app.router.clone().oneshot(req).await.unwrap();
+    let response = open_stream(&app, &token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
@@ -404,6 +402,125 @@ async fn the_event_stream_shows_new_events_the_caller_may_see(store: Arc<dyn Sto
         (json!("asset.created"), json!(mine))
     );
     assert_eq!(e["organization_id"], a);
+}
+
+/// Opens `GET /api/events/stream?types=asset.*` with a bearer token (`msk_…`) or a session
+/// cookie (`name=value`).
+async fn open_stream(app: &TestApp, credential: &str) -> axum::response::Response {
+    let req = Request::get("/api/events/stream?types=asset.*");
+    let req = if credential.contains('=') {
+        req.header(header::COOKIE, credential)
+    } else {
+        req.header(header::AUTHORIZATION, format!("Bearer {credential}"))
+    };
+    app.router
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Reads a stream's body until it ends; fails if it is still open after 10 s (the server's own
+/// periodic check comes only after 60 s).
+async fn ends(body: &mut Body) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => panic!("the stream is still open 10 s after the caller lost access"),
+            Ok(None) => return,
+            Ok(Some(frame)) => {
+                frame.expect("a frame");
+            }
+        }
+    }
+}
+
+async fn the_event_stream_ends_when_its_caller_loses_access(store: Arc<dyn Store>) {
+    let app = app_with(store, ServerConfig::default()).await;
+    let a = app.organization("org-a").await;
+    let b = app.organization("org-b").await;
+    let (user, token) = app
+        .user_with(
+            "moving@example.com",
+            vec![Grant::scoped(Permission::OrgView, &a)],
+        )
+        .await;
+    let login = app
+        .call(
+            axum::http::Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "moving@example.com", "password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{:?}", login.body);
+    let cookie = login.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let response = open_stream(&app, &cookie).await;
+    assert_eq!(response.status(), 200);
+    let mut session_stream = response.into_body();
+    let mut buffer = String::new();
+    let mine = app.asset("a-1", Some(&a)).await;
+    assert_eq!(
+        next_event(&mut session_stream, &mut buffer).await["object_id"],
+        json!(mine)
+    );
+
+    // The user moves from org A to org B: the session's stream ends at once.
+    let moved = app
+        .put(
+            &format!("/api/users/{}", user.id),
+            json!({"permissions": [{"permission": "infrastructure.organization.view", "organization_id": b}]}),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    ends(&mut session_stream).await;
+
+    // Reconnecting gets the new rights: B's events, not A's.
+    let response = open_stream(&app, &cookie).await;
+    assert_eq!(response.status(), 200);
+    let mut session_stream = response.into_body();
+    let mut buffer = String::new();
+    app.asset("a-2", Some(&a)).await;
+    let theirs = app.asset("b-1", Some(&b)).await;
+    assert_eq!(
+        next_event(&mut session_stream, &mut buffer).await["object_id"],
+        json!(theirs)
+    );
+
+    // Logging out ends the session's stream, and the cookie opens no other.
+    let token_stream = open_stream(&app, &token).await;
+    assert_eq!(token_stream.status(), 200);
+    let mut token_stream = token_stream.into_body();
+    let out = app
+        .send(
+            Request::post("/api/auth/logout")
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(out.status, 204, "{:?}", out.body);
+    ends(&mut session_stream).await;
+    assert_eq!(open_stream(&app, &cookie).await.status(), 401);
+
+    // The user is deleted: the token's stream ends too, and the token opens no other.
+    let deleted = app
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/api/users/{}", user.id),
+            Some(&app.admin_token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{:?}", deleted.body);
+    ends(&mut token_stream).await;
+    assert_eq!(open_stream(&app, &token).await.status(), 401);
 }
 
 async fn jetstream_receives_each_event_once(store: Arc<dyn Store>) {
@@ -451,7 +568,7 @@ async fn jetstream_receives_each_event_once(store: Arc<dyn Store>) {
     for e in events["events"].as_array().unwrap().iter().rev() {
         ids.push(e["id"].as_str().unwrap().to_string());
     }
-    // Delivering one event again (what a crash before the cursor's save does) adds nothing.
+    // The event that is delivered again below (what a crash before the cursor's save does).
     let again: muster_domain::Event = {
         let page = app
             .state
@@ -476,7 +593,6 @@ async fn jetstream_receives_each_event_once(store: Arc<dyn Store>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut stream = stream.expect("the relay creates the stream");
-    publisher.deliver(&again, 2).await.unwrap();
     use futures::StreamExt;
     let mut got = Vec::new();
     let mut count = 0;
@@ -522,10 +638,15 @@ async fn jetstream_receives_each_event_once(store: Arc<dyn Store>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Each message once (the copy was dropped), and every event of the organization, in order.
-    // (On PostgreSQL the relay may start before the harness's own first events had become
-    // deliverable, so the stream can hold those too.)
+    // Each message once, and every event of the organization, in order. (On PostgreSQL the
+    // relay may start before the harness's own first events had become deliverable, so the
+    // stream can hold those too.)
     assert_eq!(count as usize, got.len());
+    // Now that the relay has delivered it, a second delivery of one event adds nothing: JetStream
+    // drops the copy by its `Nats-Msg-Id` (it acknowledges after storing, so the count is final).
+    // Sent earlier, before the relay's own delivery, the copy would be the first one stored.
+    publisher.deliver(&again, 2).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, count);
     let mut distinct = got.clone();
     distinct.sort();
     distinct.dedup();
