@@ -1,4 +1,5 @@
-//! `/static/…`: htmx (vendored, 2.0.11) and the console's stylesheet, compiled in and cached
+//! `/static/…`: htmx (vendored, 2.0.11), the dashboard's live script and the console's
+//! stylesheet, compiled in and cached
 //! for a year; their URLs carry a hash of the content, so a new build is fetched at once.
 
 use std::sync::OnceLock;
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 const HTMX: &[u8] = include_bytes!("../static/htmx.min.js");
 const CSS: &[u8] = include_bytes!("../static/console.css");
+const LIVE: &[u8] = include_bytes!("../static/live.js");
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/static/{name}", get(file))
@@ -35,10 +37,17 @@ pub fn htmx_src() -> &'static str {
     SRC.get_or_init(|| format!("/static/htmx.min.js?v={}", fingerprint(HTMX)))
 }
 
+/// The URL of the dashboard's live script, with its fingerprint.
+pub fn live_src() -> &'static str {
+    static SRC: OnceLock<String> = OnceLock::new();
+    SRC.get_or_init(|| format!("/static/live.js?v={}", fingerprint(LIVE)))
+}
+
 async fn file(_: Public, Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
         "console.css" => (CSS, "text/css; charset=utf-8"),
+        "live.js" => (LIVE, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
     };
     let mut r = body.into_response();

@@ -1,5 +1,6 @@
 //! `/`: counts by status and health (the seed's colours), assets needing attention first, and
-//! the latest events; the live part (`/dashboard/live`) is polled by htmx every 5 s.
+//! the latest events. The live part (`/dashboard/live`) is refreshed by htmx when the event
+//! stream brings news (`static/live.js`), and polled every 30 s as the safety net.
 
 use askama::Template;
 use axum::Router;
@@ -42,6 +43,8 @@ pub struct Live {
 struct DashboardPage {
     chrome: Chrome,
     live: Live,
+    /// The script that follows the event stream.
+    live_js: &'static str,
 }
 
 #[derive(Template)]
@@ -157,6 +160,7 @@ async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response,
     render(&DashboardPage {
         chrome: Chrome::new(&viewer, "dashboard"),
         live,
+        live_js: crate::statics::live_src(),
     })
 }
 

@@ -256,22 +256,34 @@ async fn pages_carry_the_security_headers(store: Arc<dyn Store>) {
             assert!(tag.trim_start().starts_with("src=\"/static/"), "{tag}");
         }
     }
+    // The dashboard's scripts: htmx, and the one that follows the event stream; each served
+    // from this origin with a year of caching.
     let page = html(&get_page(&app, "/", Some(&s.cookie)).await).to_string();
-    let src = page
+    let mut scripts = String::new();
+    for src in page
         .split("<script src=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
-    let js = get_page(&app, &src, None).await;
-    assert_eq!(js.status, StatusCode::OK);
-    assert!(
-        js.headers[header::CACHE_CONTROL]
-            .to_str()
-            .unwrap()
-            .contains("max-age=31536000")
-    );
-    assert!(html(&js).contains("htmx"));
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+    {
+        let js = get_page(&app, src, None).await;
+        assert_eq!(js.status, StatusCode::OK, "{src}");
+        assert!(
+            js.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript"),
+            "{src}"
+        );
+        assert!(
+            js.headers[header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .contains("max-age=31536000")
+        );
+        scripts.push_str(html(&js));
+    }
+    assert!(scripts.contains("htmx"));
+    assert!(scripts.contains("new EventSource(\"/api/events/stream\")"));
 }
 
 async fn user_input_is_escaped(store: Arc<dyn Store>) {

@@ -328,9 +328,11 @@ async fn console_in_headless_chromium() {
         .expect("a bar in the chart");
     screenshot(&c, "asset-detail").await;
 
-    // An event appears on the dashboard without reloading.
+    // An event appears on the dashboard without reloading, carried by the event stream: the
+    // page's own poll is every 30 s, and the page is younger than that when the wait ends.
     c.goto(&format!("{base}/")).await.unwrap();
     wait_for_text(&c, "#recent-events", "web-fsn1-1", 10).await;
+    wait_for_text(&c, "body[data-live=streaming] #counts-h", "assets", 10).await;
     let marker = c
         .execute(
             "document.body.dataset.marker = 'same-page'; return 1;",
@@ -343,7 +345,7 @@ async fn console_in_headless_chromium() {
         json!({"name": "arrived-while-watching", "asset_type": "vps", "organization_id": acme}),
     )
     .await;
-    wait_for_text(&c, "#recent-events", "arrived-while-watching", 20).await;
+    wait_for_text(&c, "#recent-events", "arrived-while-watching", 8).await;
     let same = c
         .execute("return document.body.dataset.marker || '';", vec![])
         .await
