@@ -551,7 +551,7 @@ async fn console_sessions(store: Arc<dyn Store>) {
     assert!(r.body.get("password_hash").is_none());
     let cookie_header = r.headers[header::SET_COOKIE].to_str().unwrap().to_string();
     assert!(cookie_header.contains("HttpOnly") && cookie_header.contains("SameSite=Lax"));
-    let cookie = cookie_header.split(';').next().unwrap().to_string();
+    let cookie = crate::harness::cookie_pair(&cookie_header);
     // A second login gets a different session id.
     let again = app.send(login_request(ADMIN_EMAIL, ADMIN_PASSWORD)).await;
     assert_ne!(
@@ -620,13 +620,7 @@ async fn console_sessions(store: Arc<dyn Store>) {
     );
     // Sessions expire.
     let r = app.send(login_request(ADMIN_EMAIL, ADMIN_PASSWORD)).await;
-    let cookie2 = r.headers[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie2 = r.set_cookie();
     app.clock.advance(chrono::Duration::hours(13));
     let req = Request::builder()
         .uri(ASSETS)

@@ -81,7 +81,7 @@ async fn login(app: &TestApp, email: &str, password: &str) -> Session {
         set.contains("HttpOnly") && set.contains("SameSite=Lax"),
         "{set}"
     );
-    let cookie = set.split(';').next().unwrap().to_string();
+    let cookie = crate::harness::cookie_pair(set);
     let page = get_page(app, "/settings", Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
     let csrf = html(&page)

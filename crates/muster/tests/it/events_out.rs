@@ -445,22 +445,9 @@ async fn the_event_stream_ends_when_its_caller_loses_access(store: Arc<dyn Store
             vec![Grant::scoped(Permission::OrgView, &a)],
         )
         .await;
-    let login = app
-        .call(
-            axum::http::Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"email": "moving@example.com", "password": "a long enough password"})),
-        )
+    let cookie = app
+        .session_cookie("moving@example.com", "a long enough password")
         .await;
-    assert_eq!(login.status, 200, "{:?}", login.body);
-    let cookie = login.headers[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
     let response = open_stream(&app, &cookie).await;
     assert_eq!(response.status(), 200);
     let mut session_stream = response.into_body();

@@ -50,6 +50,20 @@ impl Reply {
     pub fn id(&self) -> String {
         self.body["id"].as_str().unwrap_or_default().to_string()
     }
+
+    /// The cookie this answer sets, as `name=value` for a `Cookie` header.
+    pub fn set_cookie(&self) -> String {
+        cookie_pair(
+            self.headers[header::SET_COOKIE]
+                .to_str()
+                .expect("a Set-Cookie header"),
+        )
+    }
+}
+
+/// The `name=value` of a `Set-Cookie` header's value.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or_default().to_string()
 }
 
 pub struct TestApp {
@@ -143,6 +157,20 @@ impl TestApp {
         .expect("user");
         let token = self.token_for(&user, None).await;
         (user, token)
+    }
+
+    /// Logs in through `POST /api/auth/login`; answers the session cookie (`name=value`).
+    pub async fn session_cookie(&self, email: &str, password: &str) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        r.set_cookie()
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {

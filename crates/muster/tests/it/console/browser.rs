@@ -185,13 +185,7 @@ impl ApiUser {
             .await
             .expect("login");
         assert!(r.status().is_success());
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let cookie = crate::harness::cookie_pair(r.headers()["set-cookie"].to_str().unwrap());
         Self {
             http,
             base: base.to_string(),
