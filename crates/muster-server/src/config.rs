@@ -163,6 +163,8 @@ pub struct AgentSettings {
     pub compat_organization: String,
     /// Liveness thresholds where neither an organization nor an asset sets them.
     pub liveness: muster_domain::agent::Liveness,
+    /// How often the liveness pass (stale, down) runs; cleanup runs every twelfth pass.
+    pub liveness_every: std::time::Duration,
 }
 
 impl Default for AgentSettings {
@@ -174,6 +176,7 @@ impl Default for AgentSettings {
             compat_networks: None,
             compat_organization: "vm-tracker".into(),
             liveness: muster_domain::agent::Liveness::default(),
+            liveness_every: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -213,6 +213,8 @@ pub async fn serve(
             signalled.subscribe(),
         ));
     }
+    // The dead man's switch: agents that stop heartbeating go stale, then down.
+    workers.spawn(agents::liveness::run(state.clone(), signalled.subscribe()));
     let mut relay = delivery::relay(&state);
     if let Some(notifier) = &state.notifier {
         relay = relay.subscriber(std::sync::Arc::new(notify::EmailSubscriber(

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub health_scheduled: Gauge,
     /// Heartbeats per committed transaction (group commit).
     pub heartbeat_batch: Histogram,
+    /// How long one liveness pass over every agent takes.
+    pub liveness_pass: Histogram,
 }
 
 impl Default for Metrics {
@@ -117,9 +119,18 @@ impl Metrics {
             "Heartbeats written per transaction (group commit)",
             heartbeat_batch.clone(),
         );
+        let liveness_pass = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "agent_liveness_pass_seconds",
+            "How long one liveness pass over every agent (stale, down) takes",
+            liveness_pass.clone(),
+        );
         Self {
             registry,
             heartbeat_batch,
+            liveness_pass,
             health_checks,
             health_lag,
             health_scheduled,

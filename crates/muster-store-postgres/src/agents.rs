@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use muster_domain::agent::Liveness;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken, Event, Visibility};
 use muster_store::sql::{Dialect, Filter};
-use muster_store::{AgentReport, Heartbeat, Page, PageRequest, Result, StoreError};
+use muster_store::{AgentPulse, AgentReport, Heartbeat, Page, PageRequest, Result, StoreError};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -283,6 +283,34 @@ pub(crate) async fn list_agents(
         items: rows.iter().map(agent_from_row).collect::<Result<_>>()?,
         total: total as u64,
     })
+}
+
+pub(crate) async fn agent_pulses(
+    store: &PostgresStore,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<AgentPulse>> {
+    let rows: Vec<(String, String, String, DateTime<Utc>, i64)> = sqlx::query_as(
+        "SELECT id, organization_id, status, last_seen_at, interval_seconds FROM agents \
+         WHERE status <> 'offline' AND id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&store.pool)
+    .await
+    .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(id, organization_id, status, last_seen_at, interval)| {
+            Ok(AgentPulse {
+                id,
+                organization_id,
+                status: AgentStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Other(format!("bad agent status `{status}`")))?,
+                last_seen_at,
+                interval_seconds: interval as u32,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn delete_agent(store: &PostgresStore, id: &str, event: &Event) -> Result<()> {

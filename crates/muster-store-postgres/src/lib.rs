@@ -29,8 +29,8 @@ use muster_domain::{
 use muster_store::group_commit::GroupCommit;
 use muster_store::stats::StatsTrigger;
 use muster_store::{
-    AgentReport, AssetQuery, AssetWrite, EventQuery, HealthRecord, HealthUpdate, Heartbeat, Page,
-    PageRequest, PruneCounts, Result, Session, Store, StoreError, Uptime,
+    AgentPulse, AgentReport, AssetQuery, AssetWrite, EventQuery, HealthRecord, HealthUpdate,
+    Heartbeat, Page, PageRequest, PruneCounts, Result, Session, Store, StoreError, Uptime,
 };
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -537,6 +537,9 @@ impl Store for PostgresStore {
     }
     async fn list_agents(&self, visibility: &Visibility, page: PageRequest) -> Result<Page<Agent>> {
         agents::list_agents(self, visibility, page).await
+    }
+    async fn agent_pulses(&self, after: Option<&str>, limit: u32) -> Result<Vec<AgentPulse>> {
+        agents::agent_pulses(self, after, limit).await
     }
     async fn delete_agent(&self, id: &str, event: &Event) -> Result<()> {
         agents::delete_agent(self, id, event).await

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use muster_domain::agent::Liveness;
 use muster_domain::{Agent, AgentStatus, AssetStatus, EnrollmentToken, Event, Visibility};
 use muster_store::sql::{Dialect, Filter};
-use muster_store::{AgentReport, Heartbeat, Page, PageRequest, Result, StoreError};
+use muster_store::{AgentPulse, AgentReport, Heartbeat, Page, PageRequest, Result, StoreError};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -275,6 +275,34 @@ pub(crate) async fn list_agents(
         items: rows.iter().map(agent_from_row).collect::<Result<_>>()?,
         total: total as u64,
     })
+}
+
+pub(crate) async fn agent_pulses(
+    store: &SqliteStore,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<AgentPulse>> {
+    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT id, organization_id, status, last_seen_at, interval_seconds FROM agents \
+         WHERE status <> 'offline' AND id > ?1 ORDER BY id LIMIT ?2",
+    )
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&store.reader)
+    .await
+    .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(id, organization_id, status, seen, interval)| {
+            Ok(AgentPulse {
+                id,
+                organization_id,
+                status: AgentStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Other(format!("bad agent status `{status}`")))?,
+                last_seen_at: parse_ts(&seen)?,
+                interval_seconds: interval as u32,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn delete_agent(store: &SqliteStore, id: &str, event: &Event) -> Result<()> {

@@ -64,6 +64,16 @@ pub struct Folded<'a> {
     pub facts: Option<&'a Value>,
 }
 
+/// What the liveness pass reads of an agent every few seconds: no facts, no credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPulse {
+    pub id: String,
+    pub organization_id: String,
+    pub status: AgentStatus,
+    pub last_seen_at: DateTime<Utc>,
+    pub interval_seconds: u32,
+}
+
 /// A periodic full report from an agent, with the fields the dashboard needs pulled out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentReport {

@@ -498,6 +498,10 @@ struct ServerSide {
     p99_le: Option<f64>,
     /// Transactions of heartbeats committed per second (`muster_heartbeat_batch_size`).
     batches: Option<f64>,
+    /// Mean time of the liveness passes that ended in the window
+    /// (`muster_agent_liveness_pass_seconds`), and how many ended.
+    liveness_pass_seconds: Option<f64>,
+    liveness_passes: Option<f64>,
 }
 
 impl ServerSide {
@@ -518,11 +522,23 @@ impl ServerSide {
         let batches = after
             .value(count, &[])
             .map(|a| (a - before.value(count, &[]).unwrap_or(0.0)) / window);
+        let delta = |name: &str| {
+            after
+                .value(name, &[])
+                .map(|a| a - before.value(name, &[]).unwrap_or(0.0))
+        };
+        let passes = delta("muster_agent_liveness_pass_seconds_count");
+        let pass_total = delta("muster_agent_liveness_pass_seconds_sum");
         ServerSide {
             rate,
             p50_le: prom::quantile_upper_bound(&d, 0.5),
             p99_le: prom::quantile_upper_bound(&d, 0.99),
             batches,
+            liveness_pass_seconds: match (pass_total, passes) {
+                (Some(t), Some(n)) if n > 0.0 => Some(t / n),
+                _ => None,
+            },
+            liveness_passes: passes,
         }
     }
 }
@@ -635,6 +651,17 @@ fn report(args: &Args, backend: &str, started_unix: u64, r: Report<'_>) -> Outco
         String::new(),
     ])
     .row([
+        "liveness pass over all agents, mean (ms, passes in the window)".to_string(),
+        r.server_side.liveness_pass_seconds.map_or("–".into(), |p| {
+            format!(
+                "{:.1} ({})",
+                p * 1000.0,
+                r.server_side.liveness_passes.unwrap_or(0.0)
+            )
+        }),
+        String::new(),
+    ])
+    .row([
         "PostgreSQL commits/s, heartbeats per commit".to_string(),
         r.commits.map_or("–".into(), |c| {
             format!("{c:.0}, {:.1}", r.rate / c.max(1e-9))
@@ -690,6 +717,8 @@ fn report(args: &Args, backend: &str, started_unix: u64, r: Report<'_>) -> Outco
             "p50_le_seconds": r.server_side.p50_le,
             "p99_le_seconds": r.server_side.p99_le,
             "heartbeat_transactions_per_second": r.server_side.batches,
+            "liveness_pass_mean_seconds": r.server_side.liveness_pass_seconds,
+            "liveness_passes": r.server_side.liveness_passes,
         },
         "cpu": r.cpu.to_json(),
         "server_cpu_us_per_heartbeat": r.cpu.server_cores.map(|c| c * 1e6 / r.rate.max(1e-9)),

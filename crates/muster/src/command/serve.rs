@@ -130,6 +130,9 @@ pub struct ServeArgs {
     /// Missed heartbeats after which an agent is down (more than the stale threshold).
     #[arg(long, env = "MUSTER_AGENT_DOWN_AFTER", default_value_t = 6)]
     pub agent_down_after: u32,
+    /// Seconds between liveness passes, which mark silent agents stale and down.
+    #[arg(long, env = "MUSTER_AGENT_LIVENESS_SECONDS", default_value_t = 5)]
+    pub agent_liveness_seconds: u64,
     /// Days agent reports are kept.
     #[arg(long, env = "MUSTER_AGENT_REPORT_DAYS", default_value_t = 30)]
     pub agent_report_days: i64,
@@ -233,6 +236,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             compat_networks: args.agent_compat_networks,
             compat_organization: args.agent_compat_organization,
             liveness: liveness(args.agent_stale_after, args.agent_down_after)?,
+            liveness_every: std::time::Duration::from_secs(args.agent_liveness_seconds.max(1)),
         },
         notify,
         delivery: DeliverySettings {

@@ -361,6 +361,116 @@ async fn acknowledged_heartbeats_survive_kill_9() {
 }
 
 /// The `muster-agent` binary built beside `muster` (the workspace test run builds both).
+/// The real server runs the dead man's switch: an agent that stops heartbeating goes stale,
+/// then down (its asset offline), each with its event, and its next heartbeat brings it back.
+/// A pass every second (`MUSTER_AGENT_LIVENESS_SECONDS=1`) and a 1 s heartbeat interval: stale
+/// after 3 s of silence, down after 6 s.
+#[tokio::test]
+async fn a_silent_agent_goes_stale_then_down_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), &[("MUSTER_AGENT_LIVENESS_SECONDS", "1")]);
+    let token = create_token(dir.path());
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let (http, token) = (http.clone(), token.clone());
+        let url = format!("{}{path}", server.url);
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let post = |path: &str, bearer: &str, body: Value| {
+        http.post(format!("{}{path}", server.url))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    let org: Value = post(
+        "/api/organizations",
+        &token,
+        json!({"name": "Acme", "slug": "acme"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let enroll: Value = post(
+        "/api/agents/enrollment-tokens",
+        &token,
+        json!({"organization_id": org["id"], "name": "silent"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let body = json!({"hostname": "quiet-1", "machine_id": "m-quiet", "interval_seconds": 1});
+    let first: Value = post(
+        "/api/register",
+        enroll["token"].as_str().unwrap(),
+        body.clone(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let credential = first["credential"].as_str().unwrap().to_string();
+    let agent_id = first["agent_id"].as_str().unwrap().to_string();
+
+    let wait_for_status = |want: &'static str| {
+        let get = &get;
+        let path = format!("/api/agents/{agent_id}");
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let agent = get(path.clone()).await;
+                if agent["status"] == want {
+                    return agent;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the agent is still {} after 20 s, not {want}",
+                    agent["status"]
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(
+        get(format!("/api/agents/{agent_id}")).await["status"],
+        "online"
+    );
+    wait_for_status("stale").await;
+    let down = wait_for_status("down").await;
+    let asset = get(format!(
+        "/api/infrastructure/assets/{}",
+        down["asset_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(asset["status"], "offline");
+
+    let heartbeat = post("/api/register", &credential, body).await.unwrap();
+    assert_eq!(heartbeat.status(), 200);
+    assert_eq!(
+        get(format!("/api/agents/{agent_id}")).await["status"],
+        "online"
+    );
+    let events = get(format!("/api/events?object_id={agent_id}&per_page=100")).await;
+    let types: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|t| t.starts_with("node_"))
+        .collect();
+    assert_eq!(types, ["node_stale", "node_down", "node_recovered"]);
+    terminate(server);
+}
+
 fn agent_binary() -> std::path::PathBuf {
     let path = std::path::Path::new(env!("CARGO_BIN_EXE_muster")).with_file_name("muster-agent");
     assert!(
