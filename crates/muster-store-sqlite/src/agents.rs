@@ -284,7 +284,7 @@ pub(crate) async fn agent_pulses(
 ) -> Result<Vec<AgentPulse>> {
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT id, organization_id, status, last_seen_at, interval_seconds FROM agents \
-         WHERE status <> 'offline' AND id > ?1 ORDER BY id LIMIT ?2",
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
     )
     .bind(after.unwrap_or(""))
     .bind(i64::from(limit))

@@ -297,9 +297,9 @@ pub trait Store: DeliveryStore + NotifyStore + Send + Sync + 'static {
         events: &[Event],
     ) -> Result<()>;
     async fn list_agents(&self, visibility: &Visibility, page: PageRequest) -> Result<Page<Agent>>;
-    /// The pulses of agents that are not `offline` (the liveness pass's reading), ordered by
-    /// id, with ids after `after`, at most `limit`: keyset pages through the primary key, so a
-    /// pass over 100,000 agents costs no more per page than one over 1,000.
+    /// The agents' pulses (what the liveness pass and cleanup read), ordered by id, with ids
+    /// after `after`, at most `limit`: keyset pages through the primary key, so a pass over
+    /// 100,000 agents costs no more per page than one over 1,000.
     async fn agent_pulses(&self, after: Option<&str>, limit: u32) -> Result<Vec<AgentPulse>>;
     /// Deletes the agent (its asset stays).
     async fn delete_agent(&self, id: &str, event: &Event) -> Result<()>;

@@ -9,7 +9,7 @@ use muster_domain::{
     Actor, ActorKind, Agent, AgentStatus, AssetStatus, Event, Organization, Severity, Visibility,
 };
 use muster_store::query::all_pages;
-use muster_store::{EventQuery, PageRequest, StoreError};
+use muster_store::{AgentPulse, EventQuery, PageRequest, StoreError};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -128,12 +128,32 @@ pub async fn all_organizations(state: &AppState) -> Result<Vec<Organization>, St
     all_pages(|page| state.store.list_organizations(&Visibility::All, page)).await
 }
 
-/// Agents' pulses read per query in a pass.
+/// Agents' pulses read per query.
 const PULSE_PAGE: u32 = 2_000;
 
+/// The pulses of every agent that `keep` accepts, read in keyset pages (no facts).
+async fn pulses_where(
+    state: &AppState,
+    keep: impl Fn(&AgentPulse) -> bool,
+) -> Result<Vec<AgentPulse>, StoreError> {
+    let mut kept = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state
+            .store
+            .agent_pulses(after.as_deref(), PULSE_PAGE)
+            .await?;
+        let last = page.len() < PULSE_PAGE as usize;
+        after = page.last().map(|p| p.id.clone());
+        kept.extend(page.into_iter().filter(|p| keep(p)));
+        if last {
+            return Ok(kept);
+        }
+    }
+}
+
 /// One pass over every agent at `now`; answers how many changed. It reads only the agents'
-/// pulses (keyset pages by id, no facts); the whole agent is read again only for one that
-/// moves, which is rare.
+/// pulses; the whole agent is read again only for one that moves, which is rare.
 pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
     let thresholds = match Thresholds::load(state).await {
         Ok(t) => t,
@@ -143,41 +163,41 @@ pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
         }
     };
     let default = state.agents.liveness;
-    let mut after: Option<String> = None;
+    let moving = pulses_where(state, |p| {
+        thresholds.of(&p.id, &p.organization_id, default).status_at(
+            p.status,
+            p.last_seen_at,
+            p.interval_seconds,
+            now,
+        ) != p.status
+    })
+    .await;
+    let moving = match moving {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "liveness pass failed");
+            return 0;
+        }
+    };
     let mut changed = 0;
-    loop {
-        let pulses = match state.store.agent_pulses(after.as_deref(), PULSE_PAGE).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "liveness pass failed");
-                return changed;
-            }
+    for p in moving {
+        // A heartbeat may have come since the page was read: decide on the agent as it is.
+        let Ok(agent) = state.store.get_agent(&p.id).await else {
+            continue;
         };
-        for p in &pulses {
-            let liveness = thresholds.of(&p.id, &p.organization_id, default);
-            if liveness.status_at(p.status, p.last_seen_at, p.interval_seconds, now) == p.status {
-                continue;
-            }
-            // A heartbeat may have come since the page was read: decide on the agent as it is.
-            let agent = match state.store.get_agent(&p.id).await {
-                Ok(a) => a,
-                Err(_) => continue,
-            };
-            let to = liveness.status_at(
+        let to = thresholds
+            .of(&agent.id, &agent.organization_id, default)
+            .status_at(
                 agent.status,
                 agent.last_seen_at,
                 agent.interval_seconds,
                 now,
             );
-            if to != agent.status && apply(state, &agent, to, now).await {
-                changed += 1;
-            }
+        if to != agent.status && apply(state, &agent, to, now).await {
+            changed += 1;
         }
-        if pulses.len() < PULSE_PAGE as usize {
-            return changed;
-        }
-        after = pulses.last().map(|p| p.id.clone());
     }
+    changed
 }
 
 /// Whether only `agent` (and muster's own workers) ever wrote the asset: then it is the agent's
@@ -215,29 +235,37 @@ pub async fn cleanup_step(state: &AppState, now: DateTime<Utc>) -> usize {
             .map(|o| o.id),
         None => None,
     };
-    let after = |a: &Agent| {
-        if compat_org.as_deref() == Some(a.organization_id.as_str()) {
+    let after = |organization_id: &str| {
+        if compat_org.as_deref() == Some(organization_id) {
             settings.compat_cleanup_after
         } else {
             settings.cleanup_after
         }
     };
-    let gone: Vec<Agent> = match crate::api::agents::all_agents(state, &Visibility::All).await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|a| {
-                matches!(a.status, AgentStatus::Down | AgentStatus::Offline)
-                    && now - a.last_seen_at > after(a)
-            })
-            .collect(),
+    let gone = pulses_where(state, |p| {
+        matches!(p.status, AgentStatus::Down | AgentStatus::Offline)
+            && now - p.last_seen_at > after(&p.organization_id)
+    })
+    .await;
+    let gone = match gone {
+        Ok(g) => g,
         Err(e) => {
-            tracing::warn!(error = %e.message, "agent cleanup failed");
+            tracing::warn!(error = %e, "agent cleanup failed");
             return 0;
         }
     };
     let actor = Actor::system("cleanup");
     let mut removed = 0;
-    for agent in gone {
+    for pulse in gone {
+        // Read whole, and checked again: it may have come back since the page was read.
+        let Ok(agent) = state.store.get_agent(&pulse.id).await else {
+            continue;
+        };
+        if !matches!(agent.status, AgentStatus::Down | AgentStatus::Offline)
+            || now - agent.last_seen_at <= after(&agent.organization_id)
+        {
+            continue;
+        }
         let asset = match &agent.asset_id {
             Some(id) if agent.owns_asset && only_the_agent_wrote(state, &agent, id).await => {
                 state.store.get_asset(id).await.ok()
