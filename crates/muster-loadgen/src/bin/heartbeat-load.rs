@@ -534,15 +534,13 @@ impl ServerSide {
             .map(|a| (a - before.value(name, &ok).unwrap_or(0.0)) / window);
         let hist = "muster_http_request_duration_seconds";
         let d = prom::bucket_delta(&before.buckets(hist, &route), &after.buckets(hist, &route));
-        let count = "muster_heartbeat_batch_size_count";
-        let batches = after
-            .value(count, &[])
-            .map(|a| (a - before.value(count, &[]).unwrap_or(0.0)) / window);
+        // How much an unlabelled counter (or a histogram's count or sum) grew in the window.
         let delta = |name: &str| {
             after
                 .value(name, &[])
                 .map(|a| a - before.value(name, &[]).unwrap_or(0.0))
         };
+        let batches = delta("muster_heartbeat_batch_size_count").map(|n| n / window);
         let passes = delta("muster_agent_liveness_pass_seconds_count");
         let pass_total = delta("muster_agent_liveness_pass_seconds_sum");
         ServerSide {

@@ -163,12 +163,19 @@ pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
         }
     };
     let default = state.agents.liveness;
+    // Where an agent should be now, from its pulse or (checked again) from the agent itself.
+    let target = |id: &str, org: &str, status, seen, interval| {
+        thresholds
+            .of(id, org, default)
+            .status_at(status, seen, interval, now)
+    };
     let moving = pulses_where(state, |p| {
-        thresholds.of(&p.id, &p.organization_id, default).status_at(
+        target(
+            &p.id,
+            &p.organization_id,
             p.status,
             p.last_seen_at,
             p.interval_seconds,
-            now,
         ) != p.status
     })
     .await;
@@ -185,14 +192,13 @@ pub async fn step(state: &AppState, now: DateTime<Utc>) -> usize {
         let Ok(agent) = state.store.get_agent(&p.id).await else {
             continue;
         };
-        let to = thresholds
-            .of(&agent.id, &agent.organization_id, default)
-            .status_at(
-                agent.status,
-                agent.last_seen_at,
-                agent.interval_seconds,
-                now,
-            );
+        let to = target(
+            &agent.id,
+            &agent.organization_id,
+            agent.status,
+            agent.last_seen_at,
+            agent.interval_seconds,
+        );
         if to != agent.status && apply(state, &agent, to, now).await {
             changed += 1;
         }
@@ -235,16 +241,17 @@ pub async fn cleanup_step(state: &AppState, now: DateTime<Utc>) -> usize {
             .map(|o| o.id),
         None => None,
     };
-    let after = |organization_id: &str| {
-        if compat_org.as_deref() == Some(organization_id) {
+    // Down or offline, and silent for longer than its organization allows.
+    let long_gone = |status: AgentStatus, seen: DateTime<Utc>, organization_id: &str| {
+        let after = if compat_org.as_deref() == Some(organization_id) {
             settings.compat_cleanup_after
         } else {
             settings.cleanup_after
-        }
+        };
+        matches!(status, AgentStatus::Down | AgentStatus::Offline) && now - seen > after
     };
     let gone = pulses_where(state, |p| {
-        matches!(p.status, AgentStatus::Down | AgentStatus::Offline)
-            && now - p.last_seen_at > after(&p.organization_id)
+        long_gone(p.status, p.last_seen_at, &p.organization_id)
     })
     .await;
     let gone = match gone {
@@ -261,9 +268,7 @@ pub async fn cleanup_step(state: &AppState, now: DateTime<Utc>) -> usize {
         let Ok(agent) = state.store.get_agent(&pulse.id).await else {
             continue;
         };
-        if !matches!(agent.status, AgentStatus::Down | AgentStatus::Offline)
-            || now - agent.last_seen_at <= after(&agent.organization_id)
-        {
+        if !long_gone(agent.status, agent.last_seen_at, &agent.organization_id) {
             continue;
         }
         let asset = match &agent.asset_id {

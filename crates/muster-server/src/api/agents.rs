@@ -638,7 +638,7 @@ pub struct Vm {
 }
 
 /// Every agent the visibility allows, all pages.
-pub async fn all_agents(state: &AppState, visibility: &Visibility) -> ApiResult<Vec<Agent>> {
+async fn all_agents(state: &AppState, visibility: &Visibility) -> ApiResult<Vec<Agent>> {
     Ok(all_pages(|page| state.store.list_agents(visibility, page)).await?)
 }
 
